@@ -1,0 +1,20 @@
+"""Test-wide set-up: quiet TensorFlow and two logical CPU devices.
+
+`tf.distribute` is tested without GPUs by splitting the one physical CPU into
+two logical devices; that must happen before TensorFlow initialises its
+runtime, so it is done here, before any test module runs an op.
+"""
+
+import os
+import sys
+
+import kerapos  # noqa: F401  (sets quiet logging and the Keras backend first)
+import tensorflow as tf
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
