@@ -24,7 +24,7 @@ and may override `call(layer, inputs, **kwargs)`, `mask_case(...)`,
 `test_longer_than_built` (e.g. a fixed-size table must raise instead).
 """
 
-import os
+import functools
 import subprocess
 import sys
 import textwrap
@@ -35,6 +35,15 @@ import pytest
 import tensorflow as tf
 
 MIXED_POLICIES = {"mixed_float16": 2e-2, "mixed_bfloat16": 6e-2}
+
+
+@functools.lru_cache(maxsize=None)
+def mirrored_strategy():
+    """One MirroredStrategy over the two logical CPUs, shared by every test:
+    fresh strategies in one process collide on collective-op keys."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2, "tests/conftest.py should create 2 logical CPUs"
+    return tf.distribute.MirroredStrategy(devices)
 
 
 class LayerSuite:
@@ -191,9 +200,7 @@ class LayerSuite:
         assert np.all(np.isfinite(outputs))
 
     def test_mirrored_training_step(self):
-        devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-        assert len(devices) == 2, "tests/conftest.py should create 2 logical CPUs"
-        strategy = tf.distribute.MirroredStrategy(devices)
+        strategy = mirrored_strategy()
         inputs = self._inputs(batch=4)
         with strategy.scope():
             layer = self.make_layer()

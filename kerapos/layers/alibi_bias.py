@@ -1,0 +1,140 @@
+"""ALiBi: attention with linear biases (Press et al., 2022)."""
+
+import math
+
+import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
+import keras
+import numpy as np
+from keras import ops
+
+
+def _power_of_two_slopes(num_heads):
+    # Geometric sequence that starts at 2^(-8/n) and uses it as its ratio.
+    start = 2.0 ** (-8.0 / num_heads)
+    return [start ** (head + 1) for head in range(num_heads)]
+
+
+def _alibi_slopes(num_heads):
+    """The per-head slopes of the paper's reference code (fairseq)."""
+    if num_heads & (num_heads - 1) == 0:
+        return _power_of_two_slopes(num_heads)
+    lower_power = 2 ** math.floor(math.log2(num_heads))
+    interleaved = _power_of_two_slopes(2 * lower_power)[0::2]
+    return _power_of_two_slopes(lower_power) + interleaved[: num_heads - lower_power]
+
+
+def _end_aligned_distance(query_length, key_length):
+    """`i - j` for query `i` and key `j`, queries aligned to the end of the keys.
+
+    Query `i` sits at absolute position `key_length - query_length + i`, so the
+    last query and the last key coincide (incremental decoding: one new query
+    against the whole cache). Returns float32 `[query_length, key_length]`.
+    """
+    offset = ops.cast(key_length - query_length, "float32")
+    query_positions = ops.arange(query_length, dtype="float32") + offset  # [q]
+    key_positions = ops.arange(key_length, dtype="float32")  # [k]
+    return query_positions[:, None] - key_positions[None, :]  # [q, k]
+
+
+@keras.saving.register_keras_serializable(package="kerapos")
+class ALiBiBias(keras.layers.Layer):
+    """Adds ALiBi's per-head linear distance penalty to attention scores.
+
+    ALiBi adds no position information to the token embeddings. Instead each
+    attention head `h` penalises a query-key pair in proportion to its
+    distance: `score(i, j) - m_h * (i - j)`, with fixed head slopes `m_h` that
+    form a geometric sequence starting at `2^(-8/num_heads)` (8 heads:
+    1/2, 1/4, ..., 1/256). Because the penalty is a simple function of the
+    distance, a model trained on short inputs runs on longer ones unchanged.
+
+    Queries are aligned to the END of the keys: query `i` sits at absolute
+    position `key_length - query_length + i`. With `query_length ==
+    key_length` this is ordinary self-attention; with one query and a cache of
+    keys it is incremental decoding.
+
+    Args:
+        num_heads: int. Number of attention heads (one slope per head).
+        causal: bool. `True` (default) adds the paper's `-m * (i - j)`, meant
+            for causal (decoder) attention: future keys (`j > i`) get a
+            positive bias, so they MUST be removed by a causal mask.
+            `False` adds the symmetric `-m * |i - j|`, for encoders that
+            attend in both directions.
+        **kwargs: other keyword arguments passed to `keras.layers.Layer`,
+            including `name`, `dtype` etc.
+
+    Call arguments:
+        attention_scores: the attention logits, shape
+            `[batch, num_heads, query_length, key_length]`.
+
+    Returns:
+        `attention_scores` plus the bias, same shape and dtype. The bias itself
+        is computed in float32, then cast.
+
+    Example:
+    ```python
+    scores = np.random.rand(2, 8, 10, 10).astype("float32")  # [b, h, q, k]
+    alibi = kerapos.layers.alibi_bias.ALiBiBias(num_heads=8, causal=True)
+    biased = alibi(scores)  # then mask the future and apply softmax
+    bias = alibi.bias(query_length=10, key_length=10)  # [1, 8, 10, 10]
+    ```
+
+    Reference:
+        Press, Smith and Lewis, "Train Short, Test Long: Attention with Linear
+        Biases Enables Input Length Extrapolation", ICLR 2022,
+        [arXiv:2108.12409](https://arxiv.org/abs/2108.12409).
+    """
+
+    def __init__(self, num_heads, causal=True, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
+            raise ValueError(
+                f"`num_heads` must be a positive integer, got num_heads={num_heads!r}."
+            )
+        if not isinstance(causal, bool):
+            raise ValueError(
+                f"`causal` must be True or False, got causal={causal!r}."
+            )
+        self.num_heads = num_heads
+        self.causal = causal
+        self.slopes = np.asarray(_alibi_slopes(num_heads), dtype="float32")  # [h]
+
+    def bias(self, query_length, key_length):
+        """The float32 bias, shape `[1, num_heads, query_length, key_length]`.
+
+        Lengths may be Python ints or scalar int tensors (dynamic shapes).
+        """
+        distance = _end_aligned_distance(query_length, key_length)  # [q, k]
+        if not self.causal:
+            distance = ops.abs(distance)
+        slopes = ops.convert_to_tensor(self.slopes, dtype="float32")  # [h]
+        bias = -slopes[:, None, None] * distance[None, :, :]  # [h, q, k]
+        return bias[None]  # [1, h, q, k]
+
+    def call(self, attention_scores):
+        self._check_scores(attention_scores)
+        shape = ops.shape(attention_scores)  # [b, h, q, k]
+        bias = self.bias(shape[2], shape[3])
+        return attention_scores + ops.cast(bias, attention_scores.dtype)
+
+    def _check_scores(self, attention_scores):
+        shape = attention_scores.shape
+        if len(shape) != 4:
+            raise ValueError(
+                f"{type(self).__name__} expects attention scores of shape "
+                "[batch, num_heads, query_length, key_length] (rank 4), got "
+                f"shape {tuple(shape)}."
+            )
+        if shape[1] is not None and shape[1] != self.num_heads:
+            raise ValueError(
+                f"{type(self).__name__} was built for num_heads={self.num_heads} "
+                f"but the attention scores have {shape[1]} heads (axis 1 of "
+                f"shape {tuple(shape)}); pass num_heads={shape[1]}."
+            )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_heads": self.num_heads, "causal": self.causal})
+        return config

@@ -1,0 +1,305 @@
+"""Multi-head attention with a position scheme inside: RoPE, xPos, ALiBi, T5."""
+
+import math
+import numbers
+
+import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
+import keras
+from keras import ops
+
+from kerapos import positions
+
+
+def _attention_schemes():
+    return ("none",) + tuple(
+        name for name in positions.available() if positions.where(name) == "attention"
+    )
+
+
+@keras.saving.register_keras_serializable(package="kerapos")
+class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
+    """`keras.layers.MultiHeadAttention` with a built-in position scheme.
+
+    A drop-in subclass: same constructor arguments, call arguments, Keras
+    mask handling and weights as `MultiHeadAttention`, plus one of the
+    attention-level position schemes of `kerapos.positions`:
+
+    * `"none"`: plain multi-head attention.
+    * `"rotary"` (RoPE) / `"xpos"`: the projected queries and keys are rotated
+      by their positions (`RotaryEmbedding`; with xPos, queries with
+      `is_key=False` and keys with `is_key=True`), then attention proceeds as
+      usual.
+    * `"alibi"` / `"t5"`: a `[1, num_heads, query_length, key_length]` bias
+      (`ALiBiBias` / `RelativePositionBias`) is added to the logits before the
+      softmax. ALiBi defaults to `causal=True`, the paper's one-sided bias,
+      which is only right together with a causal mask (`use_causal_mask=True`);
+      encoders should pass `position_config={"causal": False}`.
+
+    Positions: queries are aligned to the END of the keys. With query length
+    `T` and key length `S`, query `i` sits at position `S - T + i` (ordinary
+    self-attention when `T == S`; one query against a cache of `S` keys in
+    incremental decoding). The causal mask (`use_causal_mask=True`) follows
+    the same alignment: query `i` sees keys `0 .. S - T + i` (for `T == S`
+    this is `MultiHeadAttention`'s mask).
+
+    Log-n scaling (`logn_train_length=L`): when the key length `n` exceeds
+    `L`, the logits are multiplied by `log(n) / log(L)`, which keeps the
+    attention entropy from growing with the length (Chiang and Cholak 2022,
+    arXiv:2202.12172); lengths `n <= L` are unchanged.
+
+    Position schemes other than "none" need inputs `[batch, seq, features]`
+    (attention over axis 1 only).
+
+    Args:
+        num_heads: int. Number of attention heads.
+        key_dim: int. Size of each head for query and key (even for
+            "rotary"/"xpos").
+        position: str. One of "none", "rotary", "xpos", "alibi", "t5".
+        position_config: dict or None. Constructor arguments of the position
+            layer, as taken by `kerapos.positions.get(position, ...)`, e.g.
+            `{"scaling": {"rope_type": "linear", "factor": 2.0}}` for
+            "rotary" or `{"causal": False}` for "alibi". `num_heads` is filled
+            in for "alibi" and "t5".
+        logn_train_length: None or int >= 2. The training length for log-n
+            scaling; None disables it.
+        **kwargs: the other arguments of `keras.layers.MultiHeadAttention`
+            (`value_dim`, `dropout`, `use_bias`, `output_shape`,
+            `kernel_initializer`, ..., `name`, `dtype`).
+
+    Call arguments:
+        query: `[batch, T, features]`.
+        value: `[batch, S, features]`.
+        key: optional `[batch, S, features]`; defaults to `value`.
+        attention_mask: optional boolean `[batch, T, S]`, True = attend.
+        return_attention_scores: bool. Also return the attention
+            probabilities `[batch, num_heads, T, S]`.
+        training: bool. Dropout on or off.
+        use_causal_mask: bool. Mask keys after each query (end-aligned).
+
+    Returns:
+        `[batch, T, output features]`, and the attention probabilities when
+        `return_attention_scores=True`.
+
+    Example:
+    ```python
+    tokens = np.random.rand(2, 10, 64).astype("float32")  # [b, seq, features]
+    attention = PositionalMultiHeadAttention(
+        num_heads=4, key_dim=16, position="alibi", logn_train_length=512)
+    outputs = attention(tokens, tokens, use_causal_mask=True)  # [2, 10, 64]
+    ```
+
+    References:
+        Vaswani et al. 2017 (arXiv:1706.03762) for the attention; Su et al.
+        2021 (RoPE, arXiv:2104.09864); Sun et al. 2023 (xPos,
+        arXiv:2212.10554); Press et al. 2022 (ALiBi, arXiv:2108.12409); Raffel
+        et al. 2020 (T5, arXiv:1910.10683); Chiang and Cholak 2022 (log-n
+        scaling, arXiv:2202.12172).
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        position="none",
+        position_config=None,
+        logn_train_length=None,
+        **kwargs,
+    ):
+        valid_positions = _attention_schemes()
+        if position not in valid_positions:
+            hint = ""
+            if isinstance(position, str) and position in positions.available():
+                hint = (
+                    f" ({position!r} is added to the token embeddings, not inside "
+                    f"attention: use kerapos.positions.get({position!r}, ...) there.)"
+                )
+            raise ValueError(
+                f"Unknown attention position {position!r}; valid names are: "
+                f"{', '.join(valid_positions)}.{hint}"
+            )
+        if position_config is not None and not isinstance(position_config, dict):
+            raise ValueError(
+                f"`position_config` must be a dict or None, got {position_config!r}."
+            )
+        if logn_train_length is not None and not (
+            isinstance(logn_train_length, numbers.Integral)
+            and not isinstance(logn_train_length, bool)
+            and logn_train_length >= 2
+        ):
+            raise ValueError(
+                "`logn_train_length` must be None or an int >= 2 (the training "
+                f"length), got {logn_train_length!r}."
+            )
+        super().__init__(num_heads=num_heads, key_dim=key_dim, **kwargs)
+        self.position = position
+        self.position_config = dict(position_config or {})
+        self.logn_train_length = (
+            None if logn_train_length is None else int(logn_train_length)
+        )
+        self._position_layer = self._make_position_layer()
+
+    def _make_position_layer(self):
+        if self.position == "none":
+            return positions.get("none", **self.position_config)  # None; rejects config
+        layer_config = dict(self.position_config)
+        accepted, _ = positions.scheme(self.position).accepted_config()
+        if "num_heads" in accepted:
+            heads = layer_config.setdefault("num_heads", self._num_heads)
+            if heads != self._num_heads:
+                raise ValueError(
+                    f"position_config has num_heads={heads} but the attention "
+                    f"has num_heads={self._num_heads}; leave num_heads out of "
+                    f"position_config."
+                )
+        layer_config.setdefault("dtype", self.dtype_policy)
+        return positions.get(self.position, **layer_config)
+
+    @property
+    def _adds_bias(self):
+        """Bias schemes expose `bias(query_length, key_length)`."""
+        return callable(getattr(self._position_layer, "bias", None))
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        super().build(query_shape, value_shape, key_shape)
+        if self._position_layer is None:
+            return
+        if len(query_shape) != 3 or self._attention_axes != (1,):
+            raise ValueError(
+                f"position={self.position!r} needs inputs [batch, seq, features] "
+                f"with attention over axis 1; got query shape {tuple(query_shape)} "
+                f"and attention_axes={self._attention_axes}."
+            )
+        if self._adds_bias:
+            self._position_layer.build((None, self._num_heads, None, None))
+        else:
+            self._position_layer.build((None, None, self._num_heads, self._key_dim))
+
+    def _compute_causal_mask(self, query, value=None):
+        """End-aligned causal mask `[1, T, S]`: query i sees keys <= S - T + i."""
+        query_length = ops.shape(query)[1]
+        key_length = query_length if value is None else ops.shape(value)[1]
+        query_positions = ops.arange(query_length, dtype="int32") + (
+            key_length - query_length
+        )  # [T]
+        key_positions = ops.arange(key_length, dtype="int32")  # [S]
+        return ops.less_equal(key_positions[None, :], query_positions[:, None])[None]
+
+    def _compute_attention(
+        self,
+        query,
+        key,
+        value,
+        attention_mask=None,
+        training=None,
+        return_attention_scores=False,
+        use_causal_mask=False,
+    ):
+        # query: [B, T, N, H], key: [B, S, N, H], value: [B, S, N, Hv]
+        if self._position_layer is not None and not self._adds_bias:
+            query, key = self._rotate(query, key)
+        if self.logn_train_length is not None:
+            query = query * ops.cast(self._logn_factor(key), query.dtype)
+        if not self._adds_bias:
+            return super()._compute_attention(
+                query,
+                key,
+                value,
+                attention_mask=attention_mask,
+                training=training,
+                return_attention_scores=return_attention_scores,
+                use_causal_mask=use_causal_mask,
+            )
+        return self._biased_attention(
+            query,
+            key,
+            value,
+            attention_mask,
+            training,
+            return_attention_scores,
+            use_causal_mask,
+        )
+
+    def _rotate(self, query, key):
+        query_length, key_length = query.shape[1], key.shape[1]
+        if query_length is not None and key_length is not None and query_length > key_length:
+            raise ValueError(
+                f"position={self.position!r} aligns queries to the end of the "
+                f"keys, so it needs query length <= key length; got "
+                f"{query_length} queries and {key_length} keys."
+            )
+        start_index = ops.shape(key)[1] - ops.shape(query)[1]
+        query = self._position_layer(query, start_index=start_index, is_key=False)
+        key = self._position_layer(key, is_key=True)
+        return query, key
+
+    def _logn_factor(self, key):
+        """max(1, log(S) / log(L)) in float32, for key length S."""
+        key_length = ops.cast(ops.shape(key)[1], "float32")
+        ratio = ops.log(key_length) / math.log(self.logn_train_length)
+        return ops.maximum(ratio, 1.0)
+
+    def _biased_attention(
+        self,
+        query,
+        key,
+        value,
+        attention_mask,
+        training,
+        return_attention_scores,
+        use_causal_mask,
+    ):
+        if self._flash_attention and return_attention_scores:
+            raise ValueError(
+                "Returning attention scores is not supported when flash "
+                "attention is enabled. Please disable flash attention to "
+                "access attention scores."
+            )
+        if use_causal_mask:
+            causal_mask = self._compute_causal_mask(query, value)  # [1, T, S]
+            attention_mask = (
+                causal_mask
+                if attention_mask is None
+                else ops.logical_and(ops.cast(attention_mask, "bool"), causal_mask)
+            )
+        query_length, key_length = ops.shape(query)[1], ops.shape(key)[1]
+        bias = self._position_layer.bias(query_length, key_length)  # [1, N, T, S]
+        bias = ops.cast(bias, query.dtype)
+
+        if not (self._dropout > 0.0 or return_attention_scores):
+            if attention_mask is not None:
+                attention_mask = ops.cast(attention_mask, "bool")
+                while len(attention_mask.shape) < 4:
+                    attention_mask = ops.expand_dims(attention_mask, -3)  # [B, 1, T, S]
+            attention_output = ops.dot_product_attention(
+                query=query,
+                key=key,
+                value=value,
+                bias=bias,
+                mask=attention_mask,
+                scale=self._inverse_sqrt_key_dim,
+                flash_attention=self._flash_attention,
+            )
+            return attention_output, None
+
+        query = query * ops.cast(self._inverse_sqrt_key_dim, query.dtype)
+        # [B, N, T, S]
+        attention_scores = ops.einsum(self._dot_product_equation, key, query) + bias
+        attention_scores = self._masked_softmax(attention_scores, attention_mask)
+        if self._dropout > 0.0:
+            final_attention_scores = self._dropout_layer(attention_scores, training=training)
+        else:
+            final_attention_scores = attention_scores
+        # [B, T, N, Hv]
+        attention_output = ops.einsum(self._combine_equation, final_attention_scores, value)
+        return attention_output, attention_scores
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "position": self.position,
+                "position_config": dict(self.position_config),
+                "logn_train_length": self.logn_train_length,
+            }
+        )
+        return config

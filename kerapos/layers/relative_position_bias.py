@@ -1,0 +1,200 @@
+"""T5's learned, bucketed relative position bias (Raffel et al., 2020)."""
+
+import math
+
+import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
+import keras
+from keras import ops
+
+
+def _relative_position_bucket(relative_position, bidirectional, num_buckets, max_distance):
+    """T5's bucket of each relative position `memory_position - query_position`.
+
+    Half the buckets (per direction, when bidirectional) hold one exact
+    distance each; the rest cover distances up to `max_distance`
+    logarithmically. Every farther distance falls into the last bucket, which
+    is what lets the bias extend to any length. Unidirectional (causal) mode
+    maps all future positions to bucket 0.
+
+    Args:
+        relative_position: int tensor of any shape.
+        bidirectional: bool, whether keys after the query get their own buckets.
+        num_buckets: int, total number of buckets.
+        max_distance: int, the distance where the last bucket starts.
+
+    Returns:
+        int32 tensor, same shape, values in `[0, num_buckets)`.
+    """
+    distance = -ops.cast(relative_position, "int32")  # > 0: key before query
+    bucket_offset = ops.zeros_like(distance)
+    if bidirectional:
+        num_buckets //= 2
+        bucket_offset = ops.cast(distance < 0, "int32") * num_buckets
+        distance = ops.abs(distance)
+    else:
+        distance = ops.maximum(distance, 0)
+    max_exact = num_buckets // 2
+    # Log-spaced buckets for max_exact <= distance; the maximum only keeps the
+    # (unused) small-distance branch away from log(0).
+    log_ratio = ops.log(
+        ops.cast(ops.maximum(distance, max_exact), "float32") / float(max_exact)
+    ) / math.log(max_distance / max_exact)
+    log_bucket = max_exact + ops.cast(log_ratio * (num_buckets - max_exact), "int32")
+    log_bucket = ops.minimum(log_bucket, num_buckets - 1)
+    return bucket_offset + ops.where(distance < max_exact, distance, log_bucket)
+
+
+@keras.saving.register_keras_serializable(package="kerapos")
+class RelativePositionBias(keras.layers.Layer):
+    """Adds T5's learned relative position bias to attention scores.
+
+    Each query-key pair is assigned a bucket by its relative position
+    `key_position - query_position`: small distances get one bucket each,
+    larger ones share logarithmically wider buckets up to `max_distance`, and
+    everything beyond lands in the last bucket. A learned
+    `[num_buckets, num_heads]` table gives each head a scalar bias per bucket.
+    Distances past `max_distance` reuse the last bucket, so the bias is
+    defined for any sequence length.
+
+    Queries are aligned to the END of the keys: query `i` sits at absolute
+    position `key_length - query_length + i` (self-attention when the lengths
+    match, incremental decoding with one query against a cache).
+
+    Args:
+        num_heads: int. Number of attention heads.
+        num_buckets: int. Number of buckets (T5: 32). Must be at least 2,
+            at least 4 when `bidirectional` (each direction needs an exact and
+            a log-spaced bucket).
+        max_distance: int. Distance from which on all pairs share the last
+            bucket (T5: 128). Must exceed the number of exact buckets.
+        bidirectional: bool. `True` (encoders) gives keys after the query
+            their own buckets; `False` (causal decoders) maps them all to
+            bucket 0.
+        embeddings_initializer: initializer of the bias table.
+        **kwargs: other keyword arguments passed to `keras.layers.Layer`,
+            including `name`, `dtype` etc.
+
+    Call arguments:
+        attention_scores: the attention logits, shape
+            `[batch, num_heads, query_length, key_length]`.
+
+    Returns:
+        `attention_scores` plus the bias, same shape and dtype.
+
+    Example:
+    ```python
+    scores = np.random.rand(2, 8, 10, 10).astype("float32")  # [b, h, q, k]
+    t5_bias = kerapos.layers.relative_position_bias.RelativePositionBias(
+        num_heads=8)
+    biased = t5_bias(scores)
+    bias = t5_bias.bias(query_length=10, key_length=10)  # [1, 8, 10, 10]
+    ```
+
+    Reference:
+        Raffel et al., "Exploring the Limits of Transfer Learning with a
+        Unified Text-to-Text Transformer", JMLR 2020,
+        [arXiv:1910.10683](https://arxiv.org/abs/1910.10683).
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        num_buckets=32,
+        max_distance=128,
+        bidirectional=True,
+        embeddings_initializer="truncated_normal",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("num_heads", num_heads),
+            ("num_buckets", num_buckets),
+            ("max_distance", max_distance),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {name}={value!r}.")
+        if not isinstance(bidirectional, bool):
+            raise ValueError(
+                f"`bidirectional` must be True or False, got bidirectional={bidirectional!r}."
+            )
+        buckets_per_direction = num_buckets // 2 if bidirectional else num_buckets
+        if buckets_per_direction < 2:
+            raise ValueError(
+                f"num_buckets={num_buckets} is too small: each direction needs at "
+                "least 2 buckets (one exact, one log-spaced); use num_buckets >= "
+                f"{4 if bidirectional else 2}."
+            )
+        exact_buckets = buckets_per_direction // 2
+        if max_distance <= exact_buckets:
+            raise ValueError(
+                f"max_distance={max_distance} must exceed the {exact_buckets} exact "
+                f"buckets per direction (num_buckets={num_buckets}, "
+                f"bidirectional={bidirectional}); raise max_distance."
+            )
+        self.num_heads = num_heads
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.bidirectional = bidirectional
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.num_buckets, self.num_heads),
+            initializer=self.embeddings_initializer,
+        )
+        self.built = True
+
+    def bias(self, query_length, key_length):
+        """The bias, shape `[1, num_heads, query_length, key_length]`.
+
+        Lengths may be Python ints or scalar int tensors (dynamic shapes).
+        """
+        offset = key_length - query_length
+        query_positions = ops.arange(query_length, dtype="int32") + offset  # [q]
+        key_positions = ops.arange(key_length, dtype="int32")  # [k]
+        relative_position = key_positions[None, :] - query_positions[:, None]  # [q, k]
+        buckets = _relative_position_bucket(
+            relative_position, self.bidirectional, self.num_buckets, self.max_distance
+        )
+        values = ops.take(self.embeddings, buckets, axis=0)  # [q, k, h]
+        return ops.transpose(values, (2, 0, 1))[None]  # [1, h, q, k]
+
+    def call(self, attention_scores):
+        self._check_scores(attention_scores)
+        shape = ops.shape(attention_scores)  # [b, h, q, k]
+        bias = self.bias(shape[2], shape[3])
+        return attention_scores + ops.cast(bias, attention_scores.dtype)
+
+    def _check_scores(self, attention_scores):
+        shape = attention_scores.shape
+        if len(shape) != 4:
+            raise ValueError(
+                f"{type(self).__name__} expects attention scores of shape "
+                "[batch, num_heads, query_length, key_length] (rank 4), got "
+                f"shape {tuple(shape)}."
+            )
+        if shape[1] is not None and shape[1] != self.num_heads:
+            raise ValueError(
+                f"{type(self).__name__} was built for num_heads={self.num_heads} "
+                f"but the attention scores have {shape[1]} heads (axis 1 of "
+                f"shape {tuple(shape)}); pass num_heads={shape[1]}."
+            )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "num_buckets": self.num_buckets,
+                "max_distance": self.max_distance,
+                "bidirectional": self.bidirectional,
+                "embeddings_initializer": keras.initializers.serialize(
+                    self.embeddings_initializer
+                ),
+            }
+        )
+        return config
