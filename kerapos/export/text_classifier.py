@@ -1,0 +1,56 @@
+"""Raw-text SavedModel of a classifier: tokenizer + integer model in one graph."""
+
+import kerapos  # noqa: F401
+import keras
+import tensorflow as tf
+
+from kerapos.data import text_pipeline
+from kerapos.export.versioned import write_new_version
+
+TEXT_SIGNATURE = [tf.TensorSpec([None], tf.string, name="text")]
+
+
+def make_serving_fn(vectorizer, model, max_length):
+    """`text` [None] tf.string -> {"probabilities": [None, C] f32, "class_id": [None] i64}.
+
+    Invalid UTF-8 is replaced (not rejected), texts are truncated to
+    `max_length` tokens, and empty texts or an empty batch give valid outputs.
+    """
+
+    def serve(text):
+        token_ids = vectorizer(text_pipeline.sanitize_text(text))  # ragged [batch, None]
+        token_ids = text_pipeline.pad_batch(text_pipeline.truncate(token_ids, max_length))
+        probabilities = tf.cast(model(token_ids, training=False), tf.float32)
+        return {
+            "probabilities": probabilities,  # [batch, num_classes]
+            "class_id": tf.argmax(probabilities, axis=-1, output_type=tf.int64),  # [batch]
+        }
+
+    return serve
+
+
+def export_text_classifier(vectorizer, model, base_path, max_length):
+    """Writes the next version of a raw-text classifier SavedModel.
+
+    Args:
+        vectorizer: the adapted `TextVectorization` (ragged output).
+        model: the trained integer classifier (ids -> probabilities).
+        base_path: TF Serving model base path (`saved_models/<name>`).
+        max_length: tokens kept per text at serving time.
+
+    Returns:
+        `pathlib.Path` of the version directory written.
+    """
+    serve = make_serving_fn(vectorizer, model, max_length)
+
+    def write(directory):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        # An adapted TextVectorization reports itself unbuilt until called once;
+        # tracking it keeps its vocabulary table in the SavedModel.
+        vectorizer(tf.constant([""]))
+        archive.track(vectorizer)
+        archive.add_endpoint("serving_default", serve, input_signature=TEXT_SIGNATURE)
+        archive.write_out(directory, verbose=False)
+
+    return write_new_version(base_path, write)

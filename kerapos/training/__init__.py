@@ -1,0 +1,1 @@
+"""Strategy resolution, callbacks and shared trainer flags."""

@@ -1,0 +1,202 @@
+"""The classifier trainer end to end on the committed IMDb fixture (tiny config).
+
+One real run through the absl CLI (flags -> training -> TensorBoard ->
+results.json -> SavedModel), then checks of what it wrote, including the
+export reloaded in a fresh process that imports only TensorFlow.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from helpers import FIXTURE
+from helpers import REPO_ROOT
+from helpers import run_python
+from kerapos.training.classification import ClassifierOptions
+from kerapos.training.classification import run
+
+TRAINER = "trainers/train_classifier.py"
+TINY = [
+    f"--dataset={FIXTURE}", "--max_length=32", "--eval_max_lengths=16,64",
+    "--vocab_size=2000", "--batch_size=16", "--num_layers=1", "--hidden_dim=32",
+    "--num_heads=2", "--intermediate_dim=64", "--learning_rate=3e-3",
+]
+TEXTS = [
+    "An absolute masterpiece, the acting was wonderful and I loved every minute.",
+    "Dreadful. The plot made no sense and the dialogue was painfully bad.",
+    "",
+    "   \t  ",
+    "great " * 20000,  # 120,000 characters
+    "\U0001F600\U0001F3AC loved it \u2764\ufe0f",
+]
+
+
+def _tiny_options(tmp_path, **overrides):
+    values = dict(
+        model="transformer", position="rotary", dataset=FIXTURE, max_length=32,
+        eval_max_lengths=(16, 64), vocab_size=2000, batch_size=16, epochs=1,
+        num_layers=1, hidden_dim=32, num_heads=2, intermediate_dim=64,
+        learning_rate=3e-3, model_dir=str(tmp_path / "run"),
+        export_dir=str(tmp_path / "exports"), model_name="tiny",
+    )
+    values.update(overrides)
+    return ClassifierOptions(**values)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    result = run_python([
+        TRAINER, *TINY, "--model=transformer", "--position=rotary", "--epochs=2",
+        f"--model_dir={root / 'run'}", f"--export_dir={root / 'exports'}", "--model_name=tiny",
+    ])
+    return root, result
+
+
+def test_cli_prints_accuracy_and_export_path(cli_run):
+    root, result = cli_run
+    assert "Test accuracy by evaluation length" in result.stdout
+    assert f"SavedModel for TF Serving: {root / 'exports' / 'tiny' / '1'}" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_results_json(cli_run):
+    root, _ = cli_run
+    results = json.loads((root / "run" / "results.json").read_text())
+    assert results["model"] == "transformer" and results["position"] == "rotary"
+    assert results["max_length"] == 32
+    assert set(results["test_accuracy"]) == {"16", "64", "full"}
+    assert all(0.0 <= v <= 1.0 for v in results["test_accuracy"].values())
+    counts = results["dataset"]["counts"]
+    assert counts["train"] > 0 and counts["validation"] > 0 and counts["test"] > 0
+    assert results["train_seconds"] > 0 and results["examples_per_second"] > 0
+    assert results["export"].endswith(os.path.join("tiny", "1"))
+    assert results["flags"]["epochs"] == 2 and results["epochs_run"] == 2
+    assert results["longest_test_tokens"] > 64  # the fixture has long reviews
+
+
+def test_tensorboard_scalars_hparams_and_image(cli_run):
+    root, _ = cli_run
+    logs = root / "run" / "logs"
+    train = EventAccumulator(str(logs / "train"), size_guidance={"tensors": 0})
+    train.Reload()
+    tags = train.Tags()["tensors"]
+    for tag in ("epoch_loss", "epoch_accuracy", "epoch_learning_rate", "batch_loss",
+                "batch_learning_rate"):
+        assert tag in tags, (tag, tags)
+    losses = [float(np.asarray(keras.ops.convert_to_numpy(0)) + e.tensor_proto.float_val[0])
+              if e.tensor_proto.float_val else float(np.frombuffer(e.tensor_proto.tensor_content, "float32")[0])
+              for e in train.Tensors("epoch_loss")]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    validation = EventAccumulator(str(logs / "validation")); validation.Reload()
+    assert "epoch_accuracy" in validation.Tags()["tensors"]
+    root_events = EventAccumulator(str(logs)); root_events.Reload()
+    root_tags = root_events.Tags()["tensors"]
+    assert "_hparams_/session_start_info" in root_tags, root_tags
+    assert "position_similarity" in root_tags
+    test_events = EventAccumulator(str(logs / "test")); test_events.Reload()
+    assert "test_accuracy_full" in test_events.Tags()["tensors"]
+
+
+def test_export_in_fresh_process_matches_keras_model(cli_run, tmp_path):
+    root, _ = cli_run
+    export = root / "exports" / "tiny" / "1"
+    assert (export / "saved_model.pb").is_file()
+    texts_file = tmp_path / "texts.json"
+    texts_file.write_text(json.dumps(TEXTS))
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np, tensorflow as tf
+        assert "kerapos" not in sys.modules and "tensorflow_text" not in sys.modules
+        texts = json.load(open({str(texts_file)!r}))
+        serve = tf.saved_model.load({str(export)!r}).signatures["serving_default"]
+        out = serve(text=tf.constant(texts + [b"\\xff\\xfe invalid utf-8 \\xc3"]))
+        empty = serve(text=tf.constant([], dtype=tf.string))
+        assert empty["probabilities"].shape == (0, 2) and empty["class_id"].shape == (0,)
+        np.save({str(tmp_path / 'probabilities.npy')!r}, out["probabilities"].numpy())
+        np.save({str(tmp_path / 'class_id.npy')!r}, out["class_id"].numpy())
+        print(out["probabilities"].dtype.name, out["class_id"].dtype.name)
+    """)
+    result = run_python(["-c", script])
+    assert result.stdout.split() == ["float32", "int64"]
+    probabilities = np.load(tmp_path / "probabilities.npy")
+    class_id = np.load(tmp_path / "class_id.npy")
+    assert probabilities.shape == (len(TEXTS) + 1, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(class_id, probabilities.argmax(axis=1))
+    # Same answers as the trained Keras model (the .keras text model).
+    keras_model = keras.saving.load_model(str(root / "run" / "classifier.keras"))
+    expected = np.asarray(keras_model(np.array(TEXTS)))
+    np.testing.assert_allclose(probabilities[: len(TEXTS)], expected, atol=1e-5)
+
+
+def test_second_export_gets_version_2_and_mirrored_strategy_runs(tmp_path):
+    export_dir = tmp_path / "exports"
+    first = run(_tiny_options(tmp_path, model_dir=str(tmp_path / "a"), export_dir=str(export_dir)))
+    second = run(_tiny_options(tmp_path, model_dir=str(tmp_path / "b"), export_dir=str(export_dir),
+                               strategy="mirrored", model="lstm", position="learned"))
+    assert pathlib.Path(first["export"]).name == "1"
+    assert pathlib.Path(second["export"]).name == "2"
+    assert second["num_replicas"] == 2  # the two logical CPUs of tests/conftest.py
+    assert set(second["test_accuracy"]) == {"16", "64", "full"}
+    assert second["learned_extension"] == "interpolate"
+
+
+def test_resume_after_kill(tmp_path):
+    command = [
+        sys.executable, TRAINER, *TINY, "--model=lstm", "--position=sinusoidal",
+        "--epochs=8", "--patience=100", f"--model_dir={tmp_path / 'run'}",
+        f"--export_dir={tmp_path / 'exports'}", "--model_name=resume",
+    ]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    backup = tmp_path / "run" / "backup"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if backup.is_dir() and any(backup.iterdir()):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert not (tmp_path / "exports" / "resume").exists() or not any(
+        p.name.isdigit() for p in (tmp_path / "exports" / "resume").iterdir())
+
+    run_python(command[1:])
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert 0 < results["epochs_run"] < 8, results["epochs_run"]  # resumed, not restarted
+    assert not backup.exists() or not any(backup.iterdir())  # removed after a finished run
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--position=bogus"], "none"),
+        (["--model=lstm", "--position=rotary"], "use --model=transformer"),
+        (["--strategy=gpu_cluster"], "mirrored"),
+        (["--dataset=/no/such/file.json"], "/no/such/file.json"),
+        (["--position_config={not json"], "--position_config must be a JSON object"),
+        (["--eval_max_lengths=128,abc"], "--eval_max_lengths takes integers"),
+        (["--max_length=0"], "--max_length must be >= 1"),
+    ],
+)
+def test_bad_flags_fail_fast_with_clear_message(args, message, tmp_path):
+    result = run_python(
+        [TRAINER, *TINY, f"--model_dir={tmp_path}", f"--export_dir={tmp_path}", *args],
+        check=False, timeout=120,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results.json").exists()
