@@ -21,12 +21,12 @@ from absl import flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TRAIN_SHORT = ["--max_length=128", "--eval_max_lengths=128,256,512"]
-TRANSFORMER = ["--model=transformer", "--epochs=4", "--learning_rate=5e-4", "--batch_size=64"]
+TRANSFORMER = ["--model=transformer", "--epochs=3", "--learning_rate=5e-4", "--batch_size=64"]
 RUNS = {
     # The main job (`make run`).
     "lstm_sinusoidal_512": ["--flagfile=trainers/configs/main.flags"],
     # Train short (128 tokens), test long: every scheme.
-    **{f"lstm_{p}_128": ["--model=lstm", f"--position={p}", "--epochs=4", *TRAIN_SHORT]
+    **{f"lstm_{p}_128": ["--model=lstm", f"--position={p}", "--epochs=3", *TRAIN_SHORT]
        for p in ("none", "sinusoidal", "learned")},
     **{f"transformer_{p}_128": [*TRANSFORMER, f"--position={p}", *TRAIN_SHORT]
        for p in ("none", "sinusoidal", "learned", "rotary", "xpos", "alibi", "t5")},

@@ -50,7 +50,9 @@ def _step_fn(forward, inputs, layers, jit_compile):
         with tf.GradientTape() as tape:
             tape.watch(inputs)
             loss = tf.reduce_sum(tf.cast(forward(*inputs), tf.float32))
-        return tape.gradient(loss, [*inputs, *variables])
+        gradients = tape.gradient(loss, [*inputs, *variables])
+        # Dense results (a gather's gradient is IndexedSlices) for timing.
+        return [tf.convert_to_tensor(g) for g in gradients]
 
     return step
 

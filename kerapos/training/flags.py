@@ -15,7 +15,13 @@ MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 
 
 def define_common_flags(model_name, model_dir, epochs, batch_size, learning_rate):
-    """Strategy, precision, schedule, seed and output-location flags."""
+    """Strategy, precision, schedule, seed and output-location flags.
+
+    Also lowers absl's default log verbosity to WARNING: TensorFlow logs
+    SavedModel-writing details through absl at INFO, which would interleave
+    with training output (`--verbosity=0` brings them back).
+    """
+    flags.FLAGS.set_default("verbosity", -1)
     flags.DEFINE_enum("strategy", "default", STRATEGIES,
                       "tf.distribute strategy: default (one device), one_device, mirrored "
                       "(all local GPUs), multi_worker (needs TF_CONFIG) or tpu (with --tpu).")
