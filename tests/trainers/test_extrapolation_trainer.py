@@ -1,0 +1,173 @@
+"""trainers/extrapolation.py end to end on a tiny corpus (smoke preset), its
+outputs, the export reloaded with TensorFlow only, determinism, bad flags."""
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import kerapos  # noqa: F401
+
+from helpers import REPO_ROOT
+from helpers import run_python
+from kerapos import positions
+from kerapos.eval.extrapolation import ROTARY_VARIANTS
+from kerapos.eval.extrapolation_benchmark import BenchmarkOptions
+from kerapos.eval.extrapolation_benchmark import PRESETS
+from kerapos.eval.extrapolation_benchmark import run_benchmark
+
+TRAINER = "trainers/extrapolation.py"
+WORDS = ("the grass is green and the sky is blue while the sun is yellow over "
+         "fields where birds sing songs of home").split()
+SERVE_TEXTS = ["the grass is", "", "caf\u00e9 \U0001F600", "x" * 500]
+
+
+def write_corpus(directory, num_documents=4, words=300):
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(num_documents):
+        text = " ".join(rng.choice(WORDS, size=words)) + ".\n"
+        (directory / f"doc{index}.txt").write_text(text, encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extrapolation")
+    corpus = write_corpus(root / "corpus")
+    result = run_python([
+        TRAINER, "--preset=smoke", f"--corpus={corpus}", f"--output_dir={root / 'run'}",
+        f"--export_dir={root / 'exports'}", "--model_name=tiny", "--export_scheme=rotary",
+    ])
+    return root, result
+
+
+def test_cli_prints_progress_and_writes_files(smoke_run):
+    root, result = smoke_run
+    assert "== alibi: training" in result.stdout and "Done in" in result.stdout
+    assert "Traceback" not in result.stderr
+    run = root / "run"
+    for name in ("results.json", "results.md", "extrapolation.png"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0
+    assert (run / "extrapolation.png").read_bytes()[:4] == b"\x89PNG"
+    for scheme in positions.available():
+        assert (run / "models" / f"{scheme}.keras").is_file()
+        assert list((run / "logs" / scheme / "train").glob("events.out.tfevents.*"))
+        assert list((run / "logs" / scheme / "eval").glob("events.out.tfevents.*"))
+
+
+def test_results_json_records(smoke_run):
+    root, _ = smoke_run
+    results = json.loads((root / "run" / "results.json").read_text())
+    train_length = PRESETS["smoke"]["train_length"]
+    lengths = [m * train_length for m in (1, 2, 4, 8, 16)]
+    records = results["results"]
+    assert {r["scheme"] for r in records} == set(positions.available())
+    assert all(math.isfinite(r["perplexity"]) and r["perplexity"] > 1 for r in records)
+    assert all(math.isfinite(r["bits_per_byte"]) and r["bits_per_byte"] > 0 for r in records)
+    for scheme in positions.available():
+        for protocol in ("nonoverlapping", "sliding"):
+            variant = "interpolate" if scheme == "learned" else "none"
+            got = sorted(r["eval_length"] for r in records if r["scheme"] == scheme
+                         and r["protocol"] == protocol and r["variant"] == variant)
+            assert got == lengths, (scheme, protocol)
+    rotary_variants = {r["variant"] for r in records if r["scheme"] == "rotary"}
+    assert rotary_variants == {"none", *ROTARY_VARIANTS}
+    learned_plain = [r for r in records if r["scheme"] == "learned" and r["variant"] == "none"]
+    assert {r["eval_length"] for r in learned_plain} == {train_length}
+    assert {r["tokens"] for r in records} == {results["data"]["eval_tokens_per_cell"]}
+    assert results["options"]["preset"] == "smoke"
+    assert set(results["timings"]) >= set(positions.available())
+    assert {p["scheme"] for p in results["passkey"]} == set(positions.available())
+    assert all(0 <= p["accuracy"] <= 1 for p in results["passkey"])
+    assert list(results["exports"]) == ["rotary"]
+
+
+def test_results_markdown_has_a_row_per_scheme(smoke_run):
+    root, _ = smoke_run
+    markdown = (root / "run" / "results.md").read_text()
+    assert markdown.count("## Perplexity, ") == 2
+    for scheme in positions.available():
+        assert markdown.count(f"\n| {scheme} |") == 5  # 4 metric tables + passkey
+    for variant in ROTARY_VARIANTS:
+        assert f"\n| rotary/{variant} |" in markdown
+    assert "\n| learned/interpolate |" in markdown
+
+
+def test_export_reloaded_with_tensorflow_only(smoke_run):
+    root, _ = smoke_run
+    version_dir = root / "exports" / "tiny_rotary" / "1"
+    assert (version_dir / "saved_model.pb").is_file()
+    script = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        assert "kerapos" not in sys.modules
+        serve = tf.saved_model.load({str(version_dir)!r}).signatures["serving_default"]
+        texts = json.loads(sys.stdin.read())
+        out = serve(text=tf.constant(texts))
+        empty = serve(text=tf.constant([], tf.string))
+        print(json.dumps({{
+            "ids": out["top_k_ids"].numpy().tolist(),
+            "tokens": [[t.hex() for t in row] for row in out["top_k_tokens"].numpy()],
+            "probabilities": out["top_k_probabilities"].numpy().tolist(),
+            "dtypes": [str(out[k].dtype.name) for k in
+                       ("top_k_ids", "top_k_tokens", "top_k_probabilities")],
+            "empty_shape": empty["top_k_ids"].shape.as_list(),
+        }}))
+    """)
+    process = subprocess.run(
+        [sys.executable, "-c", script], input=json.dumps(SERVE_TEXTS), capture_output=True,
+        text=True, cwd=REPO_ROOT, timeout=300,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    served = json.loads(process.stdout.strip().splitlines()[-1])
+    assert served["dtypes"] == ["int64", "string", "float32"]
+    assert served["empty_shape"] == [0, 5]
+
+    from kerapos.data.byte_tokenizer import ByteTokenizer
+    from kerapos.export.language_model import next_token_top_k
+    from kerapos.models.causal_lm import load_language_model
+
+    model, tokenizer, info = load_language_model(root / "run" / "models" / "rotary.keras")
+    ids, probabilities = next_token_top_k(model, tokenizer, SERVE_TEXTS, info["train_length"])
+    np.testing.assert_array_equal(np.asarray(served["ids"]), ids)
+    np.testing.assert_allclose(np.asarray(served["probabilities"]), probabilities, atol=1e-5)
+    assert served["tokens"] == [[bytes([i]).hex() for i in row] for row in ids]
+    assert isinstance(tokenizer, ByteTokenizer)
+
+
+def test_same_seed_same_numbers(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", words=150)
+    common = dict(schemes=("alibi",), corpus=str(corpus), train_length=8,
+                  eval_lengths=(8, 16), steps=2, batch_size=2, num_layers=1,
+                  hidden_dim=8, num_heads=2, intermediate_dim=16, max_eval_tokens=16,
+                  passkey=False, export=False, seed=3,
+                  deterministic=False)  # op determinism would stay on for later tests
+    first = run_benchmark(BenchmarkOptions(output_dir=str(tmp_path / "a"), **common))
+    second = run_benchmark(BenchmarkOptions(output_dir=str(tmp_path / "b"), **common))
+    assert [r["perplexity"] for r in first["results"]] == [
+        r["perplexity"] for r in second["results"]]
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["--schemes=rotary,rope"], "Unknown position scheme 'rope'; valid names are: none, "),
+        (["--eval_lengths=16,0"], "every eval length (--eval_lengths) must be an int >= 1"),
+        (["--corpus={missing}"], "unknown corpus"),
+        (["--corpus={empty}"], "has no *.txt files"),
+    ],
+)
+def test_bad_flags_exit_cleanly(tmp_path, arguments, message):
+    (tmp_path / "empty").mkdir()
+    arguments = [a.format(missing=tmp_path / "nope", empty=tmp_path / "empty")
+                 for a in arguments]
+    result = run_python([TRAINER, "--preset=smoke", f"--output_dir={tmp_path / 'run'}",
+                         *arguments], check=False, timeout=300)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error: " in result.stderr and message in result.stderr, result.stderr[-2000:]

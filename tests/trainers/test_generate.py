@@ -1,0 +1,63 @@
+"""trainers/generate.py on a tiny trained model, in a subprocess."""
+
+import numpy as np
+import pytest
+
+import kerapos  # noqa: F401
+import keras
+
+from helpers import run_python
+from kerapos.data.byte_tokenizer import ByteTokenizer
+from kerapos.models.causal_lm import build_causal_lm
+from kerapos.models.causal_lm import sample_tokens
+from kerapos.models.causal_lm import save_language_model
+
+GENERATE = "trainers/generate.py"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    config = dict(vocab_size=256, position="learned", max_length=16, num_layers=1,
+                  hidden_dim=16, num_heads=2, intermediate_dim=32)
+    model = build_causal_lm(**config)
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    text = ByteTokenizer().encode("abcabcabcabcabcabc" * 4)
+    windows = np.stack([text[i:i + 17] for i in range(0, 40, 2)])
+    model.fit(windows[:, :-1], windows[:, 1:], epochs=3, verbose=0)
+    path = tmp_path_factory.mktemp("generate") / "models" / "learned.keras"
+    save_language_model(model, path, config, ByteTokenizer(), train_length=16)
+    return path, model
+
+
+def test_generate_prints_top5_and_a_greedy_continuation(trained):
+    path, model = trained
+    prompt = "abcabc" * 5  # longer than the table: only the last 16 bytes are read
+    result = run_python([GENERATE, f"--model_path={path}", f"--prompt={prompt}",
+                         "--temperature=0", "--max_new_tokens=12"])
+    lines = result.stdout.splitlines()
+    top = lines[lines.index("top-5 next tokens:") + 1:lines.index("continuation:")]
+    assert len(top) == 5
+    probabilities = [float(line.split()[-1]) for line in top]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0001
+    expected = sample_tokens(model, ByteTokenizer().encode(prompt), 12,
+                             context_length=16, temperature=0)
+    continuation = lines[lines.index("continuation:") + 1]
+    assert continuation == prompt + ByteTokenizer().decode(expected)
+
+
+def test_generate_sampling_is_seeded(trained):
+    path, model = trained
+    result = run_python([GENERATE, f"--model_path={path}", "--prompt=", "--seed=4",
+                         "--max_new_tokens=8", "--temperature=1.5", "--top_k=0"])
+    expected = sample_tokens(model, [], 8, context_length=16, temperature=1.5, seed=4)
+    lines = result.stdout.splitlines()
+    continuation = "\n".join(lines[lines.index("continuation:") + 1:])
+    assert continuation == ByteTokenizer().decode(expected)
+
+
+def test_generate_missing_model_is_a_clean_error(tmp_path):
+    result = run_python([GENERATE, f"--model_path={tmp_path / 'none.keras'}"], check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: no language model" in result.stderr

@@ -1,0 +1,64 @@
+"""Next-token probabilities and a sampled continuation from a trained LM.
+
+    python trainers/generate.py --model_path=runs/extrapolation/models/alibi.keras \
+        --prompt="It was a bright cold day in April, and" --max_new_tokens=200
+
+Loads a `.keras` model written by trainers/extrapolation.py together with the
+`.json` beside it (tokenizer, training length), prints the top-5 next tokens
+with their probabilities, then a continuation sampled with --temperature and
+--top_k (same --seed, same text). The model reads at most --context_length
+tokens (default: its training length).
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+import kerapos  # noqa: F401  (quiet TensorFlow start-up)
+from kerapos.export.language_model import next_token_top_k
+from kerapos.models.causal_lm import load_language_model
+from kerapos.models.causal_lm import sample_tokens
+
+flags.DEFINE_string("model_path", None, "A <output_dir>/models/<scheme>.keras file.")
+flags.DEFINE_string("prompt", "", "Text to continue (may be empty).")
+flags.DEFINE_float("temperature", 0.8, "Sampling temperature; 0 = greedy.")
+flags.DEFINE_integer("top_k", 40, "Sample among the k most probable tokens (0 = all).")
+flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate.")
+flags.DEFINE_integer("context_length", None,
+                     "Tokens of context the model reads (default: its training length).")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.mark_flag_as_required("model_path")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    values = flags.FLAGS
+    try:
+        model, tokenizer, info = load_language_model(values.model_path)
+        context_length = values.context_length or info["train_length"]
+        ids, probabilities = next_token_top_k(
+            model, tokenizer, [values.prompt], context_length, top_k=5
+        )
+        new_tokens = sample_tokens(
+            model, tokenizer.encode(values.prompt), values.max_new_tokens,
+            context_length=context_length, temperature=values.temperature,
+            top_k=values.top_k or None, seed=values.seed,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"model: {values.model_path} ({info['build_config']['position']}, "
+          f"trained on {info['train_length']} tokens)")
+    print("top-5 next tokens:")
+    for token_id, probability in zip(ids[0], probabilities[0]):
+        token = tokenizer.token_bytes(token_id).decode("utf-8", errors="backslashreplace")
+        print(f"  {int(token_id):5d}  {token!r:8s}  {probability:.4f}")
+    print("continuation:")
+    print(values.prompt + tokenizer.decode(new_tokens))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
