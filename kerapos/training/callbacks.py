@@ -29,6 +29,28 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = self._learning_rate()
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose backup files are replaced, never rewritten in place.
+
+    Keras 3.15 writes `latest.weights.h5` in place, so a kill during that write
+    leaves a file the rerun cannot open ("bad object header version number";
+    caught by tests/trainers/test_train_classifier.py::test_resume_after_kill).
+    Here the weights and then the metadata are written to temporary files and
+    renamed over the previous backup: a kill keeps the last complete backup
+    (at worst new weights with the previous epoch count, so one epoch reruns).
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        weights_tmp = f"{self._weights_path[: -len('.weights.h5')]}.tmp.weights.h5"
+        self.model.save_weights(weights_tmp, overwrite=True)
+        metadata_tmp = f"{self._training_metadata_path}.tmp"
+        with open(metadata_tmp, "w", encoding="utf-8") as file:
+            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, file)
+        os.replace(weights_tmp, self._weights_path)
+        os.replace(metadata_tmp, self._training_metadata_path)
+
+
 class AtomicBestCheckpoint(keras.callbacks.Callback):
     """Saves the weights of the best epoch so far, never a half-written file.
 

@@ -175,7 +175,7 @@ def _run(options):
     model.summary(print_fn=lambda line, **_: print(line, flush=True))
 
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(own_dir / "backup")),
+        kp_callbacks.AtomicBackupAndRestore(str(own_dir / "backup")),
         kp_callbacks.LearningRateLogger(),
         keras.callbacks.TensorBoard(str(log_dir), update_freq=max(1, steps_per_epoch // 20)),
         keras.callbacks.EarlyStopping(
