@@ -7,6 +7,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerapos.layers.attention_bias import AttentionBias
+
 
 def _power_of_two_slopes(num_heads):
     # Geometric sequence that starts at 2^(-8/n) and uses it as its ratio.
@@ -37,7 +39,7 @@ def _end_aligned_distance(query_length, key_length):
 
 
 @keras.saving.register_keras_serializable(package="kerapos")
-class ALiBiBias(keras.layers.Layer):
+class ALiBiBias(AttentionBias):
     """Adds ALiBi's per-head linear distance penalty to attention scores.
 
     ALiBi adds no position information to the token embeddings. Instead each
@@ -109,30 +111,6 @@ class ALiBiBias(keras.layers.Layer):
         slopes = ops.convert_to_tensor(self.slopes, dtype="float32")  # [h]
         bias = -slopes[:, None, None] * distance[None, :, :]  # [h, q, k]
         return bias[None]  # [1, h, q, k]
-
-    def call(self, attention_scores):
-        self._check_scores(attention_scores)
-        shape = ops.shape(attention_scores)  # [b, h, q, k]
-        bias = self.bias(shape[2], shape[3])
-        return attention_scores + ops.cast(bias, attention_scores.dtype)
-
-    def _check_scores(self, attention_scores):
-        shape = attention_scores.shape
-        if len(shape) != 4:
-            raise ValueError(
-                f"{type(self).__name__} expects attention scores of shape "
-                "[batch, num_heads, query_length, key_length] (rank 4), got "
-                f"shape {tuple(shape)}."
-            )
-        if shape[1] is not None and shape[1] != self.num_heads:
-            raise ValueError(
-                f"{type(self).__name__} was built for num_heads={self.num_heads} "
-                f"but the attention scores have {shape[1]} heads (axis 1 of "
-                f"shape {tuple(shape)}); pass num_heads={shape[1]}."
-            )
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         config = super().get_config()

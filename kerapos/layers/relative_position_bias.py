@@ -6,6 +6,8 @@ import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
 from keras import ops
 
+from kerapos.layers.attention_bias import AttentionBias
+
 
 def _relative_position_bucket(relative_position, bidirectional, num_buckets, max_distance):
     """T5's bucket of each relative position `memory_position - query_position`.
@@ -45,7 +47,7 @@ def _relative_position_bucket(relative_position, bidirectional, num_buckets, max
 
 
 @keras.saving.register_keras_serializable(package="kerapos")
-class RelativePositionBias(keras.layers.Layer):
+class RelativePositionBias(AttentionBias):
     """Adds T5's learned relative position bias to attention scores.
 
     Each query-key pair is assigned a bucket by its relative position
@@ -159,30 +161,6 @@ class RelativePositionBias(keras.layers.Layer):
         )
         values = ops.take(self.embeddings, buckets, axis=0)  # [q, k, h]
         return ops.transpose(values, (2, 0, 1))[None]  # [1, h, q, k]
-
-    def call(self, attention_scores):
-        self._check_scores(attention_scores)
-        shape = ops.shape(attention_scores)  # [b, h, q, k]
-        bias = self.bias(shape[2], shape[3])
-        return attention_scores + ops.cast(bias, attention_scores.dtype)
-
-    def _check_scores(self, attention_scores):
-        shape = attention_scores.shape
-        if len(shape) != 4:
-            raise ValueError(
-                f"{type(self).__name__} expects attention scores of shape "
-                "[batch, num_heads, query_length, key_length] (rank 4), got "
-                f"shape {tuple(shape)}."
-            )
-        if shape[1] is not None and shape[1] != self.num_heads:
-            raise ValueError(
-                f"{type(self).__name__} was built for num_heads={self.num_heads} "
-                f"but the attention scores have {shape[1]} heads (axis 1 of "
-                f"shape {tuple(shape)}); pass num_heads={shape[1]}."
-            )
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         config = super().get_config()
