@@ -31,6 +31,7 @@ from kerapos.eval import passkey
 from kerapos.export.language_model import export_language_model
 from kerapos.models.causal_lm import build_causal_lm
 from kerapos.models.causal_lm import save_language_model
+from kerapos.training import runtime
 from kerapos.training.callbacks import write_json_atomically
 from kerapos.training.strategy import get_strategy
 
@@ -215,14 +216,10 @@ def train_language_model(options, scheme, stream, strategy, log_dir):
         dropout=options.dropout,
     )
     keras.utils.set_random_seed(options.seed)
-    warmup_steps = int(options.warmup_fraction * options.steps)
     with strategy.scope():
         model = build_causal_lm(**build_config)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup_steps else options.learning_rate,
-            decay_steps=max(1, options.steps - warmup_steps),
-            warmup_target=options.learning_rate if warmup_steps else None,
-            warmup_steps=warmup_steps,
+        schedule = runtime.warmup_cosine_schedule(
+            options.learning_rate, options.steps, options.warmup_fraction * options.steps
         )
         model.compile(
             optimizer=keras.optimizers.AdamW(

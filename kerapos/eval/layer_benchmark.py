@@ -12,7 +12,6 @@ baseline measured in the same run. Writes results.json and results.md.
 """
 
 import json
-import os
 import pathlib
 import platform
 import statistics
@@ -32,6 +31,7 @@ from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding
 from kerapos.layers.positional_attention import PositionalMultiHeadAttention
 from kerapos.layers.positional_encoding import PositionalEncoding
 from kerapos.layers.rotary_embedding import RotaryEmbedding
+from kerapos.training import runtime
 
 flags.DEFINE_string("output_dir", "benchmarks/layers", "Where results.json/results.md go.")
 flags.DEFINE_integer("batch", 8, "Batch size.")
@@ -152,10 +152,9 @@ def main(argv):
     rows = measure(**shape)
     output_dir = pathlib.Path(FLAGS.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    gpus = tf.config.list_physical_devices("GPU")
     payload = {
         "shape": shape,
-        "device": f"{len(gpus)} GPU(s)" if gpus else f"CPU ({os.cpu_count()} cores)",
+        "device": runtime.device_description(),
         "platform": platform.platform(),
         "tensorflow": tf.__version__, "keras": keras.__version__,
         "keras_hub": keras_hub.__version__,

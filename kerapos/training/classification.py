@@ -5,15 +5,12 @@ so the same pipeline runs from notebooks and tests.
 """
 
 import dataclasses
-import os
 import pathlib
-import sys
 import time
 import warnings
 
 import kerapos  # noqa: F401
 import keras
-import numpy as np
 import tensorflow as tf
 
 from kerapos import positions
@@ -24,6 +21,7 @@ from kerapos.models import CLASSIFIERS
 from kerapos.models import build_classifier
 from kerapos.training import callbacks as kp_callbacks
 from kerapos.training import images
+from kerapos.training import runtime
 from kerapos.training.strategy import get_strategy
 from kerapos.training.strategy import is_chief
 from kerapos.training.strategy import worker_id
@@ -165,7 +163,11 @@ def _run(options):
         model = _build_model(options, vectorizer.vocabulary_size(), num_classes)
         model.compile(
             optimizer=keras.optimizers.AdamW(
-                _learning_rate_schedule(options, steps_per_epoch), weight_decay=0.01,
+                runtime.warmup_cosine_schedule(
+                    options.learning_rate, steps_per_epoch * options.epochs,
+                    steps_per_epoch * options.epochs * options.warmup_fraction, alpha=0.05,
+                ),
+                weight_decay=0.01,
                 clipnorm=1.0,
             ),
             loss="sparse_categorical_crossentropy",
@@ -230,7 +232,7 @@ def _run(options):
         "train_seconds": train_seconds,
         "examples_per_second": examples_per_second,
         "num_replicas": strategy.num_replicas_in_sync,
-        "device": _device_description(),
+        "device": runtime.device_description(),
         "export": str(export_path) if export_path else None,
         "serve_max_length": serve_max_length,
         "learned_extension": options.learned_extension if options.position == "learned" else None,
@@ -251,7 +253,7 @@ def _fit(model, train_data, validation_data, options, callbacks):
         epochs=options.epochs,
         callbacks=callbacks,
         shuffle=False,  # tf.data already reshuffles every epoch
-        verbose=2 if _is_batch_job() else 1,
+        verbose=runtime.fit_verbosity(),
     )
 
 
@@ -275,18 +277,6 @@ def _build_model(options, vocab_size, num_classes):
         pooling=options.pooling,
         logn_train_length=options.max_length if options.logn_scaling else None,
         **common,
-    )
-
-
-def _learning_rate_schedule(options, steps_per_epoch):
-    total = max(1, steps_per_epoch * options.epochs)
-    warmup = int(total * options.warmup_fraction)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else options.learning_rate,
-        decay_steps=total - warmup,
-        warmup_target=options.learning_rate if warmup else None,
-        warmup_steps=warmup,
-        alpha=0.05,
     )
 
 
@@ -345,17 +335,3 @@ def _write_summaries(log_dir, model, options, test_accuracy):
             log_dir, "position_similarity", matrix,
             description=f"{options.position}: similarity of positions 0..{len(matrix) - 1}",
         )
-
-
-def _is_batch_job():
-    # One line per epoch when logging to a file or CI; the progress bar on a terminal.
-    return not sys.stdout.isatty()
-
-
-def _device_description():
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return f"{len(gpus)} GPU(s): " + ", ".join(
-            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
-        )
-    return f"CPU ({os.cpu_count()} cores)"

@@ -1,0 +1,38 @@
+"""Small pieces every training run shares: the learning-rate schedule, the
+device description written into results.json, and the progress-bar choice."""
+
+import os
+import sys
+
+import keras
+import tensorflow as tf
+
+
+def warmup_cosine_schedule(peak_learning_rate, total_steps, warmup_steps, alpha=0.0):
+    """Linear warm-up from 0 to `peak_learning_rate` over `warmup_steps`, then
+    cosine decay to `alpha * peak_learning_rate` at `total_steps`."""
+    total_steps = max(1, int(total_steps))
+    warmup_steps = min(int(warmup_steps), total_steps - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else peak_learning_rate,
+        decay_steps=total_steps - warmup_steps,
+        warmup_target=peak_learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+        alpha=alpha,
+    )
+
+
+def device_description():
+    """'CPU (N cores)' or 'K GPU(s): <names>' for results files."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return f"{len(gpus)} GPU(s): " + ", ".join(
+            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
+        )
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def fit_verbosity():
+    """Keras `verbose`: the progress bar on a terminal, one line per epoch in
+    logs and CI (a progress bar there is thousands of carriage returns)."""
+    return 1 if sys.stdout.isatty() else 2
