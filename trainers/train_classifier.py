@@ -51,7 +51,8 @@ flags.DEFINE_integer("num_layers", 2, "Transformer blocks.")
 flags.DEFINE_integer("hidden_dim", 128, "Transformer width.")
 flags.DEFINE_integer("num_heads", 4, "Attention heads.")
 flags.DEFINE_integer("intermediate_dim", 256, "Feed-forward width.")
-flags.DEFINE_float("dropout", 0.1, "Transformer dropout.")
+flags.DEFINE_float("dropout", 0.1, "Dropout rate (transformer: inside every block; lstm: on the "
+                   "embeddings and before the output layer).")
 flags.DEFINE_enum("pooling", "mean", POOLING, "Transformer pooling: masked mean or first token.")
 flags.DEFINE_bool("logn_scaling", False,
                   "Scale attention logits by log(n)/log(max_length) for inputs longer than training.")

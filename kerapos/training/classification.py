@@ -266,7 +266,7 @@ def _build_model(options, vocab_size, num_classes):
         max_length=options.max_length,
     )
     if options.model == "lstm":
-        return build_classifier("lstm", dropout=0.0, **common)
+        return build_classifier("lstm", dropout=options.dropout, **common)
     return build_classifier(
         "transformer",
         num_layers=options.num_layers,
