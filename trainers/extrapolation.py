@@ -13,6 +13,8 @@ trainers/generate.py), and exports SavedModels to
 <export_dir>/<model_name>_<scheme>/<version>/. See kerapos/eval/.
 """
 
+import pathlib
+import shlex
 import sys
 
 from absl import app
@@ -118,6 +120,9 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         return 2
     output_dir = options.output_dir
+    # The exact command beside its results, so every committed figure says how it was made.
+    command = " ".join(["python trainers/extrapolation.py", *map(shlex.quote, sys.argv[1:])])
+    (pathlib.Path(output_dir) / "command.txt").write_text(command + "\n")
     print(f"\nDone in {results['timings']['total_s']:.0f}s. Tables: {output_dir}/results.md  "
           f"plot: {output_dir}/extrapolation.png  results: {output_dir}/results.json  "
           f"TensorBoard: tensorboard --logdir {output_dir}/logs")

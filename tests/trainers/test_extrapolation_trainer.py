@@ -54,6 +54,9 @@ def test_cli_prints_progress_and_writes_files(smoke_run):
     for name in ("results.json", "results.md", "extrapolation.png"):
         assert (run / name).is_file() and (run / name).stat().st_size > 0
     assert (run / "extrapolation.png").read_bytes()[:4] == b"\x89PNG"
+    command = (run / "command.txt").read_text()
+    assert command.startswith("python trainers/extrapolation.py --preset=smoke ")
+    assert f"--output_dir={run}" in command
     for scheme in positions.available():
         assert (run / "models" / f"{scheme}.keras").is_file()
         assert list((run / "logs" / scheme / "train").glob("events.out.tfevents.*"))
