@@ -78,6 +78,9 @@ def main(argv):
         return 2
     accuracy = ", ".join(f"{k}: {v:.4f}" for k, v in results["test_accuracy"].items())
     print(f"\nTest accuracy by evaluation length: {accuracy}")
+    if results["export"] is None:  # a non-chief worker of a multi-worker run
+        print("Not the chief worker: results.json and the export are written by worker 0.")
+        return 0
     print(f"SavedModel for TF Serving: {results['export']}")
     print(f"Results: {flags.FLAGS.model_dir}/results.json   TensorBoard: "
           f"tensorboard --logdir {flags.FLAGS.model_dir}/logs")

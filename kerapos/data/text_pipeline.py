@@ -57,6 +57,11 @@ def make_token_dataset(token_ids, labels, batch_size, max_length=None, shuffle=F
     Each batch is padded with 0 to its own longest row (at least 1 column), so
     short reviews cost little. With `shuffle`, examples are reshuffled every
     epoch before bucketing; without it the order is deterministic.
+
+    Distributed over several workers, every worker runs this same pipeline (same
+    `seed`, same batches) and `tf.distribute` gives each its slice of every
+    batch (`AutoShardPolicy.DATA`): all workers then run the same number of
+    steps on same-width slices, as multi-worker collectives require.
     """
     token_ids = tf.cast(truncate(token_ids, max_length), tf.int32)
     labels = np.asarray(labels, dtype=np.int64)
@@ -77,7 +82,10 @@ def make_token_dataset(token_ids, labels, batch_size, max_length=None, shuffle=F
         lambda ids, label: (_at_least_one_column(ids), label),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # In-memory data has no files to shard by (AUTO would fall back to DATA).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def pad_batch(token_ids):

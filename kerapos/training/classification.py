@@ -22,8 +22,10 @@ from kerapos.models import build_classifier
 from kerapos.training import callbacks as kp_callbacks
 from kerapos.training import images
 from kerapos.training import runtime
+from kerapos.training.strategy import enable_multi_worker_fit
 from kerapos.training.strategy import get_strategy
 from kerapos.training.strategy import is_chief
+from kerapos.training.strategy import is_multi_worker
 from kerapos.training.strategy import worker_id
 
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
@@ -174,6 +176,7 @@ def _run(options):
             metrics=["accuracy"],
             jit_compile=options.jit_compile,
         )
+    enable_multi_worker_fit(model, strategy, train_data.element_spec)
     model.summary(print_fn=lambda line, **_: print(line, flush=True))
 
     callbacks = [
@@ -199,6 +202,12 @@ def _run(options):
         len(data.train.labels) * epochs_run / train_seconds if train_seconds > 0 and epochs_run else None
     )
 
+    evaluation_strategy = strategy
+    if is_multi_worker(strategy):
+        # Exporting and evaluating need no other worker: each does them on a
+        # copy outside the strategy, so no worker waits on the chief's export.
+        model = _local_copy(model)
+        evaluation_strategy = tf.distribute.get_strategy()
     serve_max_length = options.serve_max_length or options.max_length
     export_path = None
     if chief:
@@ -213,7 +222,7 @@ def _run(options):
     for length in [*eval_lengths, None]:
         key = "full" if length is None else str(length)
         needed = longest_test if length is None else length
-        evaluated = _model_for_length(model, options, strategy, needed)
+        evaluated = _model_for_length(model, options, evaluation_strategy, needed)
         result = evaluated.evaluate(
             dataset(test_ids, data.test.labels, length), verbose=0, return_dict=True
         )
@@ -255,6 +264,14 @@ def _fit(model, train_data, validation_data, options, callbacks):
         shuffle=False,  # tf.data already reshuffles every epoch
         verbose=runtime.fit_verbosity(),
     )
+
+
+def _local_copy(model):
+    """The trained model rebuilt outside any strategy, with the same weights."""
+    local = keras.models.clone_model(model)
+    local.set_weights(model.get_weights())
+    local.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return local
 
 
 def _build_model(options, vocab_size, num_classes):

@@ -61,6 +61,69 @@ def is_chief(strategy):
     return strategy.extended.should_checkpoint
 
 
+def is_multi_worker(strategy):
+    """True for `MultiWorkerMirroredStrategy` spanning more than one worker.
+
+    This is the condition under which Keras 3.15 reduces step logs across
+    workers (`keras/src/backend/tensorflow/trainer.py`,
+    `_collective_all_reduce_multi_worker`); a one-worker `TF_CONFIG` behaves
+    like `MirroredStrategy`.
+    """
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.extended._in_multi_worker_mode()
+
+
+def enable_multi_worker_fit(model, strategy, data_spec):
+    """Lets Keras 3.15 `Model.fit`/`evaluate` run across workers.
+
+    Under a multi-worker `MultiWorkerMirroredStrategy`, Keras 3.15's TensorFlow
+    trainer fails for every model and dataset in two places (kerapos issue 3):
+
+    1. `_maybe_symbolic_build` builds the model from the first batch reduced
+       with `strategy.reduce("MEAN", (x, y), axis=None)`; `Strategy.reduce`
+       takes one value, not a tuple, and the collective all-reduce path fails
+       converting the tuple of `PerReplica` to a tensor. Here the model, loss,
+       metrics and optimizer are built from `data_spec` (the dataset's
+       `element_spec`) instead, with nothing reduced.
+    2. `reduce_per_replica` reduces every step log with
+       `strategy.reduce("MEAN", value, axis=0)`, which rejects the scalar
+       metric results ("Invalid reduction dimension 0 for input with 0
+       dimensions"). Here the train and test steps return each log with a
+       leading axis of 1, so that reduction yields the mean over replicas as
+       a scalar, exactly what Keras reports on one worker.
+
+    Does nothing for other strategies. Call it after `model.compile` and before
+    `fit`. Every worker must then run the same number of steps: build the same
+    `tf.data` pipeline with the same seed on all of them and let
+    `tf.distribute` hand each worker its slice of every batch (as
+    `kerapos.data.text_pipeline.make_token_dataset` does).
+
+    Args:
+        model: a compiled `keras.Model` created in `strategy.scope()`.
+        strategy: the strategy from `get_strategy`.
+        data_spec: nested `tf.TensorSpec` of one `(x, y)` batch.
+    """
+    if not is_multi_worker(strategy):
+        return
+
+    def build_from_spec(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_spec)
+
+    model._maybe_symbolic_build = build_from_spec
+    model.train_step = _with_leading_axis(model.train_step)
+    model.test_step = _with_leading_axis(model.test_step)
+
+
+def _with_leading_axis(step):
+    def step_with_leading_axis(data):
+        logs = step(data)
+        return tf.nest.map_structure(lambda value: tf.expand_dims(value, 0), logs)  # [1, ...]
+
+    return step_with_leading_axis
+
+
 def worker_id(strategy):
     """This worker's index in the cluster (0 without multi-worker training)."""
     resolver = getattr(strategy, "cluster_resolver", None)
