@@ -38,6 +38,9 @@ flags.DEFINE_enum("preset", "cpu", sorted(PRESETS),
                   "Sizes/steps/lengths: smoke (seconds), cpu (~30 min on 2 cores), gpu.")
 flags.DEFINE_list("schemes", list(positions.available()),
                   "Position schemes to compare (kerapos.positions names).")
+flags.DEFINE_string("position_configs", "",
+                    "JSON object: scheme -> options of its position layer, e.g. "
+                    "'{\"t5\": {\"max_distance\": 16}}'.")
 flags.DEFINE_integer("train_length", None, "Training window in tokens (bytes).")
 flags.DEFINE_list("eval_lengths", None,
                   "Evaluation lengths in tokens (default 1x,2x,4x,8x,16x --train_length).")
@@ -84,6 +87,7 @@ def options_from_flags():
     return BenchmarkOptions(
         output_dir=values.output_dir or values.model_dir,
         schemes=tuple(s.strip() for s in values.schemes),
+        position_configs=kp_flags.parse_json_flag("position_configs"),
         corpus=values.corpus,
         eval_lengths=None if values.eval_lengths is None else tuple(_integers("eval_lengths")),
         stride=values.stride,

@@ -69,10 +69,13 @@ class BenchmarkOptions:
     0 = half the eval length; `export_scheme` None = export every scheme;
     `deterministic` turns on TensorFlow op determinism for the whole process
     (same seed -> same numbers on GPUs too; a no-op cost on CPU).
+    `position_configs` maps a scheme to extra options of its position layer,
+    e.g. `{"t5": {"max_distance": 16}}`.
     """
 
     output_dir: str
     schemes: tuple = positions.available()
+    position_configs: dict = dataclasses.field(default_factory=dict)
     corpus: str = "gutenberg"
     train_length: int = 64
     eval_lengths: tuple = None
@@ -113,6 +116,19 @@ class BenchmarkOptions:
             positions.where(scheme)  # ValueError listing the valid names
         if len(set(self.schemes)) != len(self.schemes):
             raise ValueError(f"--schemes lists a scheme twice: {list(self.schemes)}.")
+        unused = sorted(set(self.position_configs) - set(self.schemes))
+        if unused:
+            raise ValueError(f"--position_configs names {unused}, which --schemes does not "
+                             f"train ({', '.join(self.schemes)}).")
+        for scheme, config in self.position_configs.items():
+            if not isinstance(config, dict):
+                raise ValueError(f"--position_configs[{scheme!r}] must be a JSON object of "
+                                 f"layer options, got {config!r}.")
+            accepted, _ = positions.scheme(scheme).accepted_config()
+            unknown = sorted(set(config) - set(accepted))
+            if unknown:
+                raise ValueError(f"--position_configs[{scheme!r}] has {unknown}; the {scheme} "
+                                 f"layer takes: {', '.join(accepted) or 'nothing'}.")
         _check_int("train_length", self.train_length, 2)
         if self.eval_lengths is None:
             self.eval_lengths = tuple(m * self.train_length for m in EVAL_MULTIPLES)
@@ -210,6 +226,7 @@ def train_language_model(options, scheme, stream, strategy, log_dir):
     returns `(model, build_config, final training loss)`."""
     build_config = dict(
         vocab_size=ByteTokenizer.vocab_size, position=scheme,
+        position_config=dict(options.position_configs.get(scheme, {})),
         max_length=options.train_length if scheme == "learned" else None,
         num_layers=options.num_layers, hidden_dim=options.hidden_dim,
         num_heads=options.num_heads, intermediate_dim=options.intermediate_dim,

@@ -163,6 +163,11 @@ def test_same_seed_same_numbers(tmp_path):
         (["--eval_lengths=16,0"], "every eval length (--eval_lengths) must be an int >= 1"),
         (["--corpus={missing}"], "unknown corpus"),
         (["--corpus={empty}"], "has no *.txt files"),
+        (["--schemes=t5", '--position_configs={{"rotary": {{}}}}'],
+         "--position_configs names ['rotary'], which --schemes does not train"),
+        (["--schemes=t5", '--position_configs={{"t5": {{"max_dist": 16}}}}'],
+         "--position_configs['t5'] has ['max_dist']; the t5 layer takes: "),
+        (["--position_configs=[16]"], "--position_configs must be a JSON object"),
     ],
 )
 def test_bad_flags_exit_cleanly(tmp_path, arguments, message):
