@@ -1,0 +1,232 @@
+"""The BERT fine-tuning trainer end to end on the real all-MiniLM-L6-v2 checkpoint.
+
+Two tiny CLI runs (IMDb fixture classification with positions grown past 512
+and gradient accumulation; CoNLL token classification with LoRA under
+MirroredStrategy), then checks of what they wrote: results.json, TensorBoard
+events, model.keras, and the SavedModels reloaded in a fresh process that
+imports only TensorFlow and tensorflow_text, against Python references.
+"""
+
+import json
+import textwrap
+import zipfile
+
+import keras
+import keras_hub  # noqa: F401  (registers the BertBackbone layers for load_model)
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import kerapos.layers.learned_position_embedding  # noqa: F401  (registers the layer)
+from helpers import FIXTURE
+from helpers import run_python
+from kerapos.data.conll import load_wnut16
+from kerapos.models.bert import default_checkpoint
+from kerapos.models.bert import load_bert_checkpoint
+from tests.export.test_bert_export import check_token_outputs
+from tests.export.test_bert_export import reference_probabilities
+from tests.export.test_bert_export import reference_word_label_ids
+from tests.export.test_bert_export import serving_texts
+
+TRAINER = "trainers/finetune_bert.py"
+TINY = ["--max_length=32", "--batch_size=8", "--epochs=1", "--max_train_examples=16",
+        "--max_test_examples=8"]
+LORA_RANK = 4
+
+
+def _cli(root, *args):
+    return run_python([
+        TRAINER, *TINY, *args, f"--model_dir={root / 'run'}",
+        f"--export_dir={root / 'exports'}", "--model_name=tiny",
+    ])
+
+
+@pytest.fixture(scope="module")
+def classification_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classification")
+    result = _cli(root, f"--dataset={FIXTURE}", "--extend_positions_to=576",
+                  "--extension_method=copy", "--eval_full_length", "--learning_rate=1e-4",
+                  "--gradient_accumulation_steps=2")
+    return root, result, json.loads((root / "run" / "results.json").read_text())
+
+
+def _write_conll(path, sentences):
+    lines = []
+    for sentence in sentences:
+        lines += [f"{token}\t{tag}" for token, tag in zip(sentence.tokens, sentence.tags)] + [""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def token_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("token")
+    wnut = load_wnut16()
+    conll_dir = root / "wnut_small"
+    conll_dir.mkdir()
+    _write_conll(conll_dir / "train.txt", wnut.train[:24])
+    _write_conll(conll_dir / "dev.txt", wnut.validation[:8])
+    _write_conll(conll_dir / "test.txt", wnut.test[:12])
+    result = _cli(root, "--task=token_classification", f"--dataset={conll_dir}",
+                  f"--lora_rank={LORA_RANK}", "--strategy=mirrored", "--learning_rate=1e-3", "--max_test_examples=12")
+    return root, result, json.loads((root / "run" / "results.json").read_text())
+
+
+def test_classification_results_json(classification_run):
+    root, result, results = classification_run
+    assert "Test accuracy by evaluation length: 32:" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert results["task"] == "classification"
+    assert results["checkpoint"] == str(default_checkpoint())
+    assert results["max_length"] == 32 and results["lora_rank"] == 0
+    assert results["extend_positions_to"] == 576 and results["extension_method"] == "copy"
+    assert results["positions"] == "extended from 512 to 576 positions by copy"
+    assert set(results["test_accuracy"]) == {"32", "full"}
+    assert all(0.0 <= v <= 1.0 for v in results["test_accuracy"].values())
+    assert results["dataset"]["counts"] == {"train": 16, "validation": 8, "test": 8}
+    assert results["dataset"]["class_names"] == ["neg", "pos"]
+    assert results["train_seconds"] > 0 and results["examples_per_second"] > 0
+    assert results["device"].startswith("CPU")
+    assert results["export"] == str(root / "exports" / "tiny" / "1")
+    assert results["serve_max_length"] == 576
+    assert results["trainable_parameters"] == results["total_parameters"]  # full fine-tune
+    assert results["flags"]["eval_full_length"] is True
+
+
+def test_token_classification_results_json(token_run):
+    _, result, results = token_run
+    assert "Test token accuracy" in result.stdout and "Traceback" not in result.stderr
+    assert results["task"] == "token_classification"
+    # --max_train_examples=16 keeps the first 16 of the 24 training sentences.
+    assert results["dataset"]["counts"] == {"train": 16, "validation": 8, "test": 12}
+    assert results["dataset"]["counts_before_limits"]["train"] == 24
+    label_names = results["dataset"]["label_names"]
+    assert label_names[0] == "O" and all(n[:2] in ("B-", "I-") for n in label_names[1:])
+    assert 0.0 <= results["token_accuracy"] <= 1.0
+    assert 0.0 <= results["entity_f1"] <= 1.0
+    assert results["entity_scores"]["overall"]["f1"] == results["entity_f1"]
+    assert set(results["entity_scores"]["per_type"]) <= {n[2:] for n in label_names[1:]}
+    assert results["extend_positions_to"] is None and results["positions"] == "not extended"
+    assert results["num_replicas"] >= 1 and results["flags"]["strategy"] == "mirrored"
+    # LoRA: only the adapters (A [384, 12, r] + B [r, 32] on 12 projections) and the head.
+    num_labels = len(label_names)
+    assert results["lora_rank"] == LORA_RANK
+    assert results["trainable_parameters"] == (
+        12 * (384 * 12 * LORA_RANK + LORA_RANK * 32) + 384 * num_labels + num_labels
+    )
+
+
+def test_gradient_accumulation_reaches_the_optimizer(token_run, classification_run):
+    def optimizer_config(root):
+        with zipfile.ZipFile(root / "run" / "model.keras") as archive:
+            config = json.loads(archive.read("config.json"))
+        return config["compile_config"]["optimizer"]["config"]
+
+    assert optimizer_config(classification_run[0])["gradient_accumulation_steps"] == 2
+    assert optimizer_config(token_run[0])["gradient_accumulation_steps"] is None
+
+
+def _scalars(directory, tag):
+    events = EventAccumulator(str(directory), size_guidance={"tensors": 0})
+    events.Reload()
+    return [float(tf.make_ndarray(event.tensor_proto)) for event in events.Tensors(tag)]
+
+
+def test_tensorboard_scalars_and_hparams(classification_run, token_run):
+    for root, _, results in (classification_run, token_run):
+        logs = root / "run" / "logs"
+        train = EventAccumulator(str(logs / "train"), size_guidance={"tensors": 0})
+        train.Reload()
+        for tag in ("epoch_loss", "epoch_accuracy", "batch_loss", "batch_learning_rate"):
+            assert tag in train.Tags()["tensors"], (tag, train.Tags()["tensors"])
+        losses = _scalars(logs / "train", "epoch_loss")
+        assert len(losses) == 1 and np.isfinite(losses).all()
+        assert max(_scalars(logs / "train", "batch_learning_rate")) > 0
+        assert len(_scalars(logs / "validation", "epoch_accuracy")) == 1
+        root_events = EventAccumulator(str(logs))
+        root_events.Reload()
+        assert "_hparams_/session_start_info" in root_events.Tags()["tensors"]
+    classification_logs = classification_run[0] / "run" / "logs" / "test"
+    assert _scalars(classification_logs, "test_accuracy_full") == pytest.approx(
+        [classification_run[2]["test_accuracy"]["full"]])
+    token_logs = token_run[0] / "run" / "logs" / "test"
+    assert _scalars(token_logs, "test_entity_f1") == pytest.approx([token_run[2]["entity_f1"]])
+
+
+def _serve_in_fresh_process(export, output_dir, tmp_path):
+    """Runs the SavedModel on serving_texts() (and a 0-batch) in a process
+    importing only tensorflow + tensorflow_text; returns its outputs."""
+    texts, _ = serving_texts()
+    np.save(tmp_path / "texts.npy", texts.numpy(), allow_pickle=True)
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np, tensorflow as tf, tensorflow_text
+        serve = tf.saved_model.load({str(export)!r}).signatures["serving_default"]
+        texts = np.load({str(tmp_path / 'texts.npy')!r}, allow_pickle=True)
+        out = serve(text=tf.constant(list(texts), tf.string))
+        empty = serve(text=tf.constant([], tf.string))
+        for name, value in out.items():
+            np.save({str(output_dir)!r} + "/" + name + ".npy", value.numpy(), allow_pickle=True)
+            assert empty[name].shape[0] == 0 and empty[name].dtype == value.dtype, name
+        assert not [m for m in sys.modules if m.startswith(("kerapos", "keras_hub"))]
+        print("ok")
+    """)
+    output_dir.mkdir()
+    result = run_python(["-c", script])
+    assert result.stdout.split() == ["ok"]
+    return {path.stem: np.load(path, allow_pickle=True) for path in output_dir.glob("*.npy")}
+
+
+def test_classifier_export_in_fresh_process_matches_keras_model(classification_run, tmp_path):
+    root, _, results = classification_run
+    outputs = _serve_in_fresh_process(results["export"], tmp_path / "out", tmp_path)
+    assert outputs["probabilities"].dtype == np.float32 and outputs["class_id"].dtype == np.int64
+    model = keras.saving.load_model(str(root / "run" / "model.keras"), compile=False)
+    _, tokenizer = load_bert_checkpoint(default_checkpoint())
+    _, decoded = serving_texts()
+    expected = np.stack([
+        reference_probabilities(model, tokenizer, text, results["serve_max_length"])
+        for text in decoded
+    ])
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
+    np.testing.assert_array_equal(outputs["class_id"], expected.argmax(axis=1))
+
+
+def test_token_classifier_export_in_fresh_process_matches_keras_model(token_run, tmp_path):
+    root, _, results = token_run
+    outputs = _serve_in_fresh_process(results["export"], tmp_path / "out", tmp_path)
+    model = keras.saving.load_model(str(root / "run" / "model.keras"), compile=False)
+    _, tokenizer = load_bert_checkpoint(default_checkpoint())
+    _, decoded = serving_texts()
+    expected = [
+        reference_word_label_ids(model, tokenizer, text, results["serve_max_length"])
+        for text in decoded
+    ]
+    check_token_outputs(outputs, decoded, expected, results["dataset"]["label_names"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max_length=2"], "--max_length must be >= 3"),
+        (["--strategy=mirrored", "--gradient_accumulation_steps=2"], "use --strategy=default"),
+        (["--task=token_classification", "--dataset=/no/such/dir"], "/no/such/dir"),
+        (["--checkpoint={bad}"], "lacks model.safetensors, vocab.txt"),
+        (["--max_length=600"], "add --extend_positions_to=600"),
+    ],
+)
+def test_bad_flags_and_checkpoints_exit_2_without_traceback(args, message, tmp_path):
+    bad_checkpoint = tmp_path / "not_bert"
+    bad_checkpoint.mkdir()
+    (bad_checkpoint / "config.json").write_text('{"model_type": "bert"}')
+    result = run_python(
+        [TRAINER, *TINY, f"--dataset={FIXTURE}", f"--model_dir={tmp_path / 'run'}",
+         f"--export_dir={tmp_path / 'exports'}",
+         *[arg.format(bad=bad_checkpoint) for arg in args]],
+        check=False, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: " in result.stderr and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert not (tmp_path / "exports").exists()
