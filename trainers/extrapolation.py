@@ -13,8 +13,6 @@ trainers/generate.py), and exports SavedModels to
 <export_dir>/<model_name>_<scheme>/<version>/. See kerapos/eval/.
 """
 
-import pathlib
-import shlex
 import sys
 
 from absl import app
@@ -29,6 +27,7 @@ from kerapos.eval.extrapolation_benchmark import PRESETS
 from kerapos.eval.extrapolation_benchmark import BenchmarkOptions
 from kerapos.eval.extrapolation_benchmark import run_benchmark
 from kerapos.training import flags as kp_flags
+from kerapos.training import runtime
 
 kp_flags.define_common_flags(
     model_name="lm", model_dir="runs/extrapolation",
@@ -89,7 +88,7 @@ def options_from_flags():
         schemes=tuple(s.strip() for s in values.schemes),
         position_configs=kp_flags.parse_json_flag("position_configs"),
         corpus=values.corpus,
-        eval_lengths=None if values.eval_lengths is None else tuple(_integers("eval_lengths")),
+        eval_lengths=None if values.eval_lengths is None else tuple(kp_flags.integer_list("eval_lengths")),
         stride=values.stride,
         warmup_fraction=values.warmup_fraction,
         rotary_variants=tuple(values.rotary_variants),
@@ -124,20 +123,12 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         return 2
     output_dir = options.output_dir
-    # The exact command beside its results, so every committed figure says how it was made.
-    command = " ".join(["python trainers/extrapolation.py", *map(shlex.quote, sys.argv[1:])])
-    (pathlib.Path(output_dir) / "command.txt").write_text(command + "\n")
+    runtime.write_command_file(output_dir, "trainers/extrapolation.py")
     print(f"\nDone in {results['timings']['total_s']:.0f}s. Tables: {output_dir}/results.md  "
           f"plot: {output_dir}/extrapolation.png  results: {output_dir}/results.json  "
           f"TensorBoard: tensorboard --logdir {output_dir}/logs")
     return 0
 
-
-def _integers(name):
-    try:
-        return [int(v) for v in flags.FLAGS[name].value]
-    except ValueError:
-        raise ValueError(f"--{name} takes integers, got {flags.FLAGS[name].value}") from None
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import kerapos  # noqa: F401  (quiet TensorFlow start-up)
 from kerapos import positions
 from kerapos.data.sources import DataError
 from kerapos.training import flags as kp_flags
+from kerapos.training import runtime
 from kerapos.training.mlm import PRESETS
 from kerapos.training.mlm import MLMOptions
 from kerapos.training.mlm import run
@@ -81,7 +82,7 @@ def options_from_flags():
         output_dir=values.output_dir or values.model_dir,
         schemes=tuple(s.strip() for s in values.schemes),
         corpus=values.corpus,
-        eval_lengths=None if values.eval_lengths is None else tuple(_integers("eval_lengths")),
+        eval_lengths=None if values.eval_lengths is None else tuple(kp_flags.integer_list("eval_lengths")),
         warmup_fraction=values.warmup_fraction,
         seed=values.seed,
         strategy=values.strategy,
@@ -103,6 +104,7 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         return 2
     output_dir = options.output_dir
+    runtime.write_command_file(output_dir, "trainers/pretrain_mlm.py")
     print("\nMLM accuracy by evaluation length:")
     for scheme, record in results["schemes"].items():
         cells = ", ".join(f"{n}: {a:.4f}" for n, a in record["mlm_accuracy"].items())
@@ -112,12 +114,6 @@ def main(argv):
           f"TensorBoard: tensorboard --logdir {output_dir}/logs")
     return 0
 
-
-def _integers(name):
-    try:
-        return [int(v) for v in flags.FLAGS[name].value]
-    except ValueError:
-        raise ValueError(f"--{name} takes integers, got {flags.FLAGS[name].value}") from None
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def main(argv):
         options = ClassifierOptions(
             **kp_flags.flag_values(kp_flags.COMMON_FLAGS + TASK_FLAGS),
             position_config=kp_flags.parse_json_flag("position_config"),
-            eval_max_lengths=tuple(_integers("eval_max_lengths")),
+            eval_max_lengths=tuple(kp_flags.integer_list("eval_max_lengths")),
         )
         results = run(options)
     except (ValueError, DataError) as error:
@@ -86,12 +86,6 @@ def main(argv):
           f"tensorboard --logdir {flags.FLAGS.model_dir}/logs")
     return 0
 
-
-def _integers(name):
-    try:
-        return [int(v) for v in flags.FLAGS[name].value]
-    except ValueError:
-        raise ValueError(f"--{name} takes integers, got {flags.FLAGS[name].value}") from None
 
 
 if __name__ == "__main__":

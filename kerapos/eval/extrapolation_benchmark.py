@@ -468,12 +468,15 @@ def run_benchmark(options):
     Returns:
         The results dict also written to `<output_dir>/results.json`.
     """
+    with runtime.dtype_policy(options.mixed_precision):
+        return _run_benchmark(options)
+
+
+def _run_benchmark(options):
     started = time.time()
     output_dir = pathlib.Path(options.output_dir)
     if options.deterministic:
         tf.config.experimental.enable_op_determinism()
-    if options.mixed_precision != "none":
-        keras.mixed_precision.set_global_policy(options.mixed_precision)
     strategy = get_strategy(options.strategy, options.tpu)
     tokenizer = ByteTokenizer()
     corpus = load_corpus(options.corpus, seed=options.seed)

@@ -64,3 +64,12 @@ def parse_json_flag(name):
     if not isinstance(value, dict):
         raise ValueError(f"--{name} must be a JSON object, got {raw!r}.")
     return value
+
+
+def integer_list(name):
+    """The integers given to list flag `--name`, or a clear error."""
+    values = flags.FLAGS[name].value
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--{name} takes integers, got {values}") from None

@@ -397,13 +397,8 @@ def run(options):
         The results dict written to ``results.json``.
     """
     options.validate()
-    previous_policy = keras.mixed_precision.global_policy()
-    if options.mixed_precision != "none":
-        keras.mixed_precision.set_global_policy(options.mixed_precision)
-    try:
+    with runtime.dtype_policy(options.mixed_precision):
         return _run(options)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _run(options):

@@ -1,7 +1,11 @@
 """Small pieces every training run shares: the learning-rate schedule, the
-device description written into results.json, and the progress-bar choice."""
+dtype policy, the device description and command line written beside
+results, and the progress-bar choice."""
 
+import contextlib
 import os
+import pathlib
+import shlex
 import sys
 
 import keras
@@ -36,3 +40,26 @@ def fit_verbosity():
     """Keras `verbose`: the progress bar on a terminal, one line per epoch in
     logs and CI (a progress bar there is thousands of carriage returns)."""
     return 1 if sys.stdout.isatty() else 2
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Runs the block under Keras dtype policy `name` ("none" = leave it),
+    restoring the previous global policy afterwards (also on errors)."""
+    previous = keras.mixed_precision.global_policy()
+    if name != "none":
+        keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def write_command_file(directory, script):
+    """Writes `<directory>/command.txt`: the exact command line of this run
+    (`python <script> <arguments as given>`), so every result says how it was made."""
+    command = " ".join(["python", script, *map(shlex.quote, sys.argv[1:])])
+    path = pathlib.Path(directory) / "command.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(command + "\n")
+    return path

@@ -55,6 +55,8 @@ def test_cli_prints_progress_and_writes_files(smoke_run):
     vocabulary = (run / "vocab.txt").read_text("utf-8").split("\n")
     assert vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert "grass" in vocabulary
+    command = (run / "command.txt").read_text()
+    assert command.startswith("python trainers/pretrain_mlm.py --preset=smoke ")
 
 
 def test_results_json(smoke_run):
