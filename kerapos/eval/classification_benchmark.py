@@ -43,8 +43,8 @@ FLAGS = flags.FLAGS
 
 
 def run_one(name, output_dir):
-    run_dir = ROOT / "runs" / "benchmarks" / name
-    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir = pathlib.Path("runs", "benchmarks", name)  # relative to ROOT, the command's cwd
+    shutil.rmtree(ROOT / run_dir, ignore_errors=True)
     args = [*RUNS[name], f"--model_dir={run_dir}", f"--model_name=bench_{name}"]
     command = [sys.executable, "trainers/train_classifier.py", *args]
     printable = "python trainers/train_classifier.py " + " ".join(shlex.quote(a) for a in args)
@@ -52,7 +52,7 @@ def run_one(name, output_dir):
     subprocess.run(command, cwd=ROOT, check=True)
     destination = output_dir / name
     destination.mkdir(parents=True, exist_ok=True)
-    shutil.copy(run_dir / "results.json", destination / "results.json")
+    shutil.copy(ROOT / run_dir / "results.json", destination / "results.json")
     (destination / "command.txt").write_text(printable + "\n")
 
 
