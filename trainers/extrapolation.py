@@ -17,7 +17,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 import kerapos  # noqa: F401  (quiet TensorFlow start-up)
 from kerapos import positions
@@ -112,7 +111,7 @@ def options_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # SavedModel writing logs at INFO
+    kp_flags.lower_log_verbosity()
     try:
         options = options_from_flags()
         if not flags.FLAGS.corpus.strip():

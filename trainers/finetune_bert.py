@@ -80,6 +80,7 @@ TASK_FLAGS = ("task", "dataset", "checkpoint", "max_length", "extend_positions_t
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    kp_flags.lower_log_verbosity()
     try:
         results = run(FinetuneOptions(**kp_flags.flag_values(kp_flags.COMMON_FLAGS + TASK_FLAGS)))
     except ValueError as error:  # DataError, ConllError, CheckpointError included

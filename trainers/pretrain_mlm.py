@@ -97,6 +97,7 @@ def options_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    kp_flags.lower_log_verbosity()
     try:
         options = options_from_flags()
         results = run(options)

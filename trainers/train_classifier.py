@@ -66,6 +66,7 @@ TASK_FLAGS = ("model", "position", "dataset", "validation_fraction", "max_length
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    kp_flags.lower_log_verbosity()
     try:
         options = ClassifierOptions(
             **kp_flags.flag_values(kp_flags.COMMON_FLAGS + TASK_FLAGS),

@@ -8,6 +8,7 @@ only its task's flags, and reads them back with `common_flag_values()`.
 import json
 
 from absl import flags
+from absl import logging
 
 from kerapos.training.strategy import STRATEGIES
 
@@ -15,13 +16,7 @@ MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 
 
 def define_common_flags(model_name, model_dir, epochs, batch_size, learning_rate):
-    """Strategy, precision, schedule, seed and output-location flags.
-
-    Also lowers absl's default log verbosity to WARNING: TensorFlow logs
-    SavedModel-writing details through absl at INFO, which would interleave
-    with training output (`--verbosity=0` brings them back).
-    """
-    flags.FLAGS.set_default("verbosity", -1)
+    """Strategy, precision, schedule, seed and output-location flags."""
     flags.DEFINE_enum("strategy", "default", STRATEGIES,
                       "tf.distribute strategy: default (one device), one_device, mirrored "
                       "(all local GPUs), multi_worker (needs TF_CONFIG) or tpu (with --tpu).")
@@ -73,3 +68,12 @@ def integer_list(name):
         return [int(v) for v in values]
     except ValueError:
         raise ValueError(f"--{name} takes integers, got {values}") from None
+
+
+def lower_log_verbosity():
+    """absl logging at WARNING unless `--verbosity` was given: TensorFlow logs
+    SavedModel-writing details through absl at INFO, which would interleave
+    with training output (`--verbosity=0` brings them back). Call it first in
+    a trainer's `main` (absl resets the level while parsing flags)."""
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)

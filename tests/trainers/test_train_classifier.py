@@ -68,6 +68,8 @@ def test_cli_prints_accuracy_and_export_path(cli_run):
     assert "Test accuracy by evaluation length" in result.stdout
     assert f"SavedModel for TF Serving: {root / 'exports' / 'tiny' / '1'}" in result.stdout
     assert "Traceback" not in result.stderr
+    # absl INFO lines of the SavedModel writer stay out of the output by default.
+    assert "Writing fingerprint" not in result.stdout + result.stderr
 
 
 def test_results_json(cli_run):
