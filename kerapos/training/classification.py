@@ -4,6 +4,7 @@
 so the same pipeline runs from notebooks and tests.
 """
 
+import contextlib
 import dataclasses
 import pathlib
 import time
@@ -185,10 +186,7 @@ def _run(options):
     if chief:
         callbacks.append(kp_callbacks.AtomicBestCheckpoint(model_dir / "best.weights.h5"))
     started = time.time()
-    with warnings.catch_warnings():
-        # Bucketed batches have no fixed count, so Keras learns the epoch length
-        # by running out of data once; that is expected here, not a problem.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
+    with _bucketed_batches():
         history = _fit(model, train_data, validation_data, options, callbacks)
     train_seconds = time.time() - started
 
@@ -218,9 +216,10 @@ def _run(options):
         key = "full" if length is None else str(length)
         needed = longest_test if length is None else length
         evaluated = _model_for_length(model, options, evaluation_strategy, needed)
-        result = evaluated.evaluate(
-            dataset(test_ids, data.test.labels, length), verbose=0, return_dict=True
-        )
+        with _bucketed_batches():
+            result = evaluated.evaluate(
+                dataset(test_ids, data.test.labels, length), verbose=0, return_dict=True
+            )
         test_accuracy[key] = float(result["accuracy"])
         print(f"[kerapos] test accuracy @ {key:>5} tokens: {test_accuracy[key]:.4f}", flush=True)
 
@@ -248,6 +247,15 @@ def _run(options):
         kp_callbacks.write_json_atomically(model_dir / "results.json", results)
         print(f"[kerapos] results: {model_dir / 'results.json'}", flush=True)
     return results
+
+
+@contextlib.contextmanager
+def _bucketed_batches():
+    """Bucketed batches have no fixed count, so Keras learns an epoch's length
+    by running out of data once: expected here, so its warning is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 def _fit(model, train_data, validation_data, options, callbacks):
