@@ -40,6 +40,7 @@ from kerapos.training import callbacks as kp_callbacks
 from kerapos.training import runtime
 from kerapos.training.flags import MIXED_PRECISION
 from kerapos.training.strategy import STRATEGIES
+from kerapos.training.strategy import enable_multi_worker_fit
 from kerapos.training.strategy import get_strategy
 from kerapos.training.strategy import is_chief
 from kerapos.training.strategy import worker_id
@@ -235,6 +236,7 @@ def _run(options):
             **_loss_and_metrics(classification),
             jit_compile=options.jit_compile,
         )
+    enable_multi_worker_fit(model, strategy, train_data.element_spec)
     print(f"[kerapos] positions: {positions_note}", flush=True)
     model.summary(print_fn=lambda line, **_: print(line, flush=True))
 
