@@ -24,6 +24,7 @@ import kerapos  # noqa: F401  (quiet TensorFlow start-up)
 from kerapos.layers.learned_position_embedding import EXTEND_METHODS
 from kerapos.models.bert_tasks import POOLING
 from kerapos.training import flags as kp_flags
+from kerapos.training import runtime
 from kerapos.training.bert_finetune import TASKS
 from kerapos.training.bert_finetune import FinetuneOptions
 from kerapos.training.bert_finetune import run
@@ -86,6 +87,7 @@ def main(argv):
     except ValueError as error:  # DataError, ConllError, CheckpointError included
         print(f"error: {error}", file=sys.stderr)
         return 2
+    runtime.write_command_file(flags.FLAGS.model_dir, "trainers/finetune_bert.py")
     if results["task"] == "classification":
         accuracy = ", ".join(f"{k}: {v:.4f}" for k, v in results["test_accuracy"].items())
         print(f"\nTest accuracy by evaluation length: {accuracy}")

@@ -76,6 +76,9 @@ def test_classification_results_json(classification_run):
     root, result, results = classification_run
     assert "Test accuracy by evaluation length: 32:" in result.stdout
     assert "Traceback" not in result.stderr
+    command = (root / "run" / "command.txt").read_text()
+    assert command.startswith("python trainers/finetune_bert.py --max_length=32 ")
+    assert "--extension_method=copy" in command
     assert results["task"] == "classification"
     assert results["checkpoint"] == str(default_checkpoint())
     assert results["max_length"] == 32 and results["lora_rank"] == 0
