@@ -134,3 +134,27 @@ def write_matrix_image(log_dir, tag, matrix, description=""):
     image = tf.constant(scaled[None, :, :, None])  # [1, height, width, 1]
     with tf.summary.create_file_writer(str(log_dir)).as_default():
         tf.summary.image(tag, image, step=0, description=description)
+
+
+def training_callbacks(model_dir, own_dir, chief, steps_per_epoch, patience):
+    """The callbacks every supervised kerapos run uses.
+
+    Resume from `own_dir/backup` (atomic `BackupAndRestore`), the learning
+    rate per step, TensorBoard in `own_dir/logs` (about 20 step points per
+    epoch), early stopping on validation accuracy with the best weights
+    restored, and for the chief the best epoch's weights in
+    `model_dir/best.weights.h5`.
+    """
+    callbacks = [
+        AtomicBackupAndRestore(str(pathlib.Path(own_dir) / "backup")),
+        LearningRateLogger(),
+        keras.callbacks.TensorBoard(
+            str(pathlib.Path(own_dir) / "logs"), update_freq=max(1, steps_per_epoch // 20)
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", patience=patience, restore_best_weights=True
+        ),
+    ]
+    if chief:
+        callbacks.append(AtomicBestCheckpoint(pathlib.Path(model_dir) / "best.weights.h5"))
+    return callbacks

@@ -175,16 +175,9 @@ def _run(options):
     enable_multi_worker_fit(model, strategy, train_data.element_spec)
     model.summary(print_fn=lambda line, **_: print(line, flush=True))
 
-    callbacks = [
-        kp_callbacks.AtomicBackupAndRestore(str(own_dir / "backup")),
-        kp_callbacks.LearningRateLogger(),
-        keras.callbacks.TensorBoard(str(log_dir), update_freq=max(1, steps_per_epoch // 20)),
-        keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", patience=options.patience, restore_best_weights=True
-        ),
-    ]
-    if chief:
-        callbacks.append(kp_callbacks.AtomicBestCheckpoint(model_dir / "best.weights.h5"))
+    callbacks = kp_callbacks.training_callbacks(
+        model_dir, own_dir, chief, steps_per_epoch, options.patience
+    )
     started = time.time()
     with _bucketed_batches():
         history = _fit(model, train_data, validation_data, options, callbacks)
