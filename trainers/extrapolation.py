@@ -77,11 +77,7 @@ PRESET_FLAGS = ("train_length", "steps", "batch_size", "learning_rate", "num_lay
 def options_from_flags():
     """`BenchmarkOptions` from the parsed flags and the chosen preset."""
     values = flags.FLAGS
-    preset = PRESETS[values.preset]
-    sizes = {
-        name: values[name].value if values[name].present else preset[name]
-        for name in PRESET_FLAGS
-    }
+    sizes = kp_flags.preset_values(PRESETS[values.preset], PRESET_FLAGS)
     return BenchmarkOptions(
         output_dir=values.output_dir or values.model_dir,
         schemes=tuple(s.strip() for s in values.schemes),

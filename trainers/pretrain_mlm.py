@@ -70,11 +70,7 @@ PRESET_FLAGS = ("train_length", "steps", "epochs", "batch_size", "learning_rate"
 def options_from_flags():
     """`MLMOptions` from the parsed flags and the chosen preset."""
     values = flags.FLAGS
-    preset = PRESETS[values.preset]
-    sizes = {
-        name: values[name].value if values[name].present else preset[name]
-        for name in PRESET_FLAGS
-    }
+    sizes = kp_flags.preset_values(PRESETS[values.preset], PRESET_FLAGS)
     if not values.corpus.strip():
         raise ValueError("--corpus is empty; pass 'gutenberg', a directory of .txt files "
                          "or comma-separated .txt files.")

@@ -77,3 +77,10 @@ def lower_log_verbosity():
     a trainer's `main` (absl resets the level while parsing flags)."""
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+
+
+def preset_values(preset, names):
+    """{name: value} for flags a preset may set: the flag's value where it was
+    given on the command line, else the preset's."""
+    values = flags.FLAGS
+    return {name: values[name].value if values[name].present else preset[name] for name in names}
