@@ -33,8 +33,12 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
-with _native_stderr_silenced():
-    import tensorflow as _tf
+# kerapos needs TensorFlow, except the training half of
+# kerapos.eval.bert_backend_finetune, which runs on other Keras backends (JAX on
+# GPU machines where TensorFlow is not installed).
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    with _native_stderr_silenced():
+        import tensorflow as _tf
 
-    _tf.config.list_physical_devices()
-    _tf.get_logger().setLevel("ERROR")
+        _tf.config.list_physical_devices()
+        _tf.get_logger().setLevel("ERROR")

@@ -9,7 +9,6 @@ import shlex
 import sys
 
 import keras
-import tensorflow as tf
 
 
 def warmup_cosine_schedule(peak_learning_rate, total_steps, warmup_steps, alpha=0.0):
@@ -28,6 +27,8 @@ def warmup_cosine_schedule(peak_learning_rate, total_steps, warmup_steps, alpha=
 
 def device_description():
     """'CPU (N cores)' or 'K GPU(s): <names>' for results files."""
+    import tensorflow as tf  # here, so the schedule imports on any Keras backend
+
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return f"{len(gpus)} GPU(s): " + ", ".join(
