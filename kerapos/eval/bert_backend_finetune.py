@@ -57,22 +57,27 @@ COMMANDS = ("prepare", "train")
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "vocab.txt")
 SPLITS = ("train", "validation", "test")
 
-flags.DEFINE_string("bundle_dir", None, "Bundle written by `prepare`, read by `train`.")
-flags.DEFINE_string("checkpoint", None, "prepare: BERT checkpoint (default: all-MiniLM-L6-v2 from the cache).")
-flags.DEFINE_string("dataset", "imdb", "prepare: 'imdb' or a JSON file (as the trainer's --dataset).")
-flags.DEFINE_integer("max_pieces", 1022, "prepare: WordPiece ids kept per review.")
-flags.DEFINE_integer("max_train_examples", 0, "prepare: keep the first N training/validation examples (0: all).")
-flags.DEFINE_integer("max_test_examples", 0, "prepare: keep the first N test examples (0: all).")
-flags.DEFINE_integer(
-    "extend_positions_to", 0,
-    "prepare: grow the table to N rows and save it; train: fine-tune with it (0: the checkpoint's table).",
-)
-flags.DEFINE_enum("extension_method", "interpolate", ["interpolate", "copy"], "How the table grows.")
-flags.DEFINE_integer("max_length", 512, "train: tokens per review during training, [CLS] and [SEP] included.")
-flags.DEFINE_integer("epochs", 0, "train: epochs (0: the trainer's default).")
-flags.DEFINE_string("mixed_precision", "none", "train: Keras dtype policy, e.g. mixed_bfloat16 (none: float32).")
-flags.DEFINE_string("output_dir", None, "train: where results.json and command.txt go.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the command-line flags (in `__main__` only, so importing this
+    module beside another absl program defines nothing)."""
+    flags.DEFINE_string("bundle_dir", None, "Bundle written by `prepare`, read by `train`.")
+    flags.DEFINE_string("checkpoint", None, "prepare: BERT checkpoint (default: all-MiniLM-L6-v2 from the cache).")
+    flags.DEFINE_string("dataset", "imdb", "prepare: 'imdb' or a JSON file (as the trainer's --dataset).")
+    flags.DEFINE_integer("max_pieces", 1022, "prepare: WordPiece ids kept per review.")
+    flags.DEFINE_integer("max_train_examples", 0, "prepare: keep the first N training/validation examples (0: all).")
+    flags.DEFINE_integer("max_test_examples", 0, "prepare: keep the first N test examples (0: all).")
+    flags.DEFINE_integer(
+        "extend_positions_to", 0,
+        "prepare: grow the table to N rows and save it; train: fine-tune with it (0: the checkpoint's table).",
+    )
+    flags.DEFINE_enum("extension_method", "interpolate", ["interpolate", "copy"], "How the table grows.")
+    flags.DEFINE_integer("max_length", 512, "train: tokens per review during training, [CLS] and [SEP] included.")
+    flags.DEFINE_integer("epochs", 0, "train: epochs (0: the trainer's default).")
+    flags.DEFINE_string("mixed_precision", "none", "train: Keras dtype policy, e.g. mixed_bfloat16 (none: float32).")
+    flags.DEFINE_string("output_dir", None, "train: where results.json and command.txt go.")
 
 
 def positions_file(bundle_dir, length, method):
@@ -304,7 +309,7 @@ def train(bundle_dir, output_dir):
         "train_seconds": train_seconds,
         "examples_per_second": len(train_y) * epochs_run / train_seconds,
         "keras_backend": keras.backend.backend(),
-        "device": _device_description(),
+        "device": runtime.device_description(),
         "mixed_precision": FLAGS.mixed_precision,
         "trainer_options": {**options, "epochs": epochs},
     }
@@ -323,15 +328,6 @@ def train(bundle_dir, output_dir):
 
 def _command_line():
     return " ".join(["python -m kerapos.eval.bert_backend_finetune", *map(shlex.quote, sys.argv[1:])])
-
-
-def _device_description():
-    if keras.backend.backend() == "jax":
-        import jax
-
-        devices = jax.devices()
-        return f"{len(devices)} {devices[0].platform.upper()}(s): {devices[0].device_kind} (JAX)"
-    return runtime.device_description()
 
 
 def main(argv):
@@ -353,4 +349,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

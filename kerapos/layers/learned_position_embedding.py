@@ -3,7 +3,6 @@
 import kerapos  # noqa: F401  (quiet TensorFlow logging, Keras backend)
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 EXTEND_METHODS = ("interpolate", "copy")
@@ -142,7 +141,11 @@ class LearnedPositionEmbedding(keras.layers.Layer):
     def _assert_in_table(self, in_table, start_index, sequence_length):
         """Runtime check for values unknown when tracing; returns the start
         index made to depend on it, so the slice cannot run before it."""
-        # No runtime assertion exists in `keras.ops`.
+        # No runtime assertion exists in `keras.ops`; other backends go unchecked.
+        if keras.backend.backend() != "tensorflow":
+            return start_index
+        import tensorflow as tf
+
         check = tf.debugging.Assert(
             in_table,
             [

@@ -17,3 +17,29 @@ def build_classifier(model, **kwargs):
             f"Unknown model {model!r}; choose one of {sorted(CLASSIFIERS)}."
         )
     return CLASSIFIERS[model](**kwargs)
+
+
+def build_classifier_from_options(options, vocab_size, num_classes):
+    """The classifier a `train_classifier.py` run trains, from its options
+    (`kerapos.training.classification.ClassifierOptions`, or any object with
+    the same attributes)."""
+    common = dict(
+        vocab_size=vocab_size,
+        num_classes=num_classes,
+        position=options.position,
+        position_config=options.position_config,
+        max_length=options.max_length,
+    )
+    if options.model == "lstm":
+        return build_classifier("lstm", dropout=options.dropout, **common)
+    return build_classifier(
+        "transformer",
+        num_layers=options.num_layers,
+        hidden_dim=options.hidden_dim,
+        num_heads=options.num_heads,
+        intermediate_dim=options.intermediate_dim,
+        dropout=options.dropout,
+        pooling=options.pooling,
+        logn_train_length=options.max_length if options.logn_scaling else None,
+        **common,
+    )

@@ -19,7 +19,7 @@ from kerapos.data import text_pipeline
 from kerapos.data.imdb import load_classification_data
 from kerapos.export import export_text_classifier
 from kerapos.models import CLASSIFIERS
-from kerapos.models import build_classifier
+from kerapos.models import build_classifier_from_options
 from kerapos.training import callbacks as kp_callbacks
 from kerapos.training import images
 from kerapos.training import runtime
@@ -158,7 +158,7 @@ def _run(options):
     num_classes = len(data.class_names)
 
     with strategy.scope():
-        model = _build_model(options, vectorizer.vocabulary_size(), num_classes)
+        model = build_classifier_from_options(options, vectorizer.vocabulary_size(), num_classes)
         model.compile(
             optimizer=keras.optimizers.AdamW(
                 runtime.warmup_cosine_schedule(
@@ -268,29 +268,6 @@ def _local_copy(model):
     local.set_weights(model.get_weights())
     local.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return local
-
-
-def _build_model(options, vocab_size, num_classes):
-    common = dict(
-        vocab_size=vocab_size,
-        num_classes=num_classes,
-        position=options.position,
-        position_config=options.position_config,
-        max_length=options.max_length,
-    )
-    if options.model == "lstm":
-        return build_classifier("lstm", dropout=options.dropout, **common)
-    return build_classifier(
-        "transformer",
-        num_layers=options.num_layers,
-        hidden_dim=options.hidden_dim,
-        num_heads=options.num_heads,
-        intermediate_dim=options.intermediate_dim,
-        dropout=options.dropout,
-        pooling=options.pooling,
-        logn_train_length=options.max_length if options.logn_scaling else None,
-        **common,
-    )
 
 
 def _model_for_length(model, options, strategy, length):

@@ -27,6 +27,13 @@ def warmup_cosine_schedule(peak_learning_rate, total_steps, warmup_steps, alpha=
 
 def device_description():
     """'CPU (N cores)' or 'K GPU(s): <names>' for results files."""
+    if keras.backend.backend() == "jax":  # the GPU benchmarks in kerapos.eval.*_backend_*
+        import jax
+
+        devices = jax.devices()
+        if devices[0].platform != "cpu":
+            return f"{len(devices)} GPU(s): {devices[0].device_kind} (JAX)"
+        return f"CPU ({os.cpu_count()} cores, JAX)"
     import tensorflow as tf  # here, so the schedule imports on any Keras backend
 
     gpus = tf.config.list_physical_devices("GPU")
