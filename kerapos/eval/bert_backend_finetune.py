@@ -37,11 +37,8 @@ padding is masked), and there is no TensorBoard, checkpointing or export.
 
 import dataclasses
 import json
-import os
 import pathlib
-import shlex
 import shutil
-import sys
 import time
 
 from absl import app
@@ -51,9 +48,10 @@ import kerapos  # noqa: F401  (Keras backend; TensorFlow only when it is the bac
 import keras
 import numpy as np
 
+from kerapos.eval import backend_run
 from kerapos.training import runtime
 
-COMMANDS = ("prepare", "train")
+MODULE = "kerapos.eval.bert_backend_finetune"
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "vocab.txt")
 SPLITS = ("train", "validation", "test")
 
@@ -184,7 +182,7 @@ def prepare(bundle_dir):
             str(n): float(np.mean(test_lengths > n - 2)) for n in (128, 256, 512, 1024)
         },
         "trainer_options": dataclasses.asdict(options),
-        "command": _command_line(),
+        "command": backend_run.command_line(MODULE),
     }
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(bundle_dir, ignore_errors=True)
@@ -313,39 +311,14 @@ def train(bundle_dir, output_dir):
         "mixed_precision": FLAGS.mixed_precision,
         "trainer_options": {**options, "epochs": epochs},
     }
-    output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    partial = output_dir / "results.json.partial"
-    partial.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(partial, output_dir / "results.json")
-    # Both halves of the run, in order.
-    (output_dir / "command.txt").write_text(
-        f"{manifest['command']}\nKERAS_BACKEND={keras.backend.backend()} {_command_line()}\n"
+    backend_run.write_results(
+        output_dir, results, manifest["command"], MODULE, keras.backend.backend()
     )
-    print(f"[kerapos] results: {output_dir / 'results.json'}", flush=True)
     return results
 
 
-def _command_line():
-    return " ".join(["python -m kerapos.eval.bert_backend_finetune", *map(shlex.quote, sys.argv[1:])])
-
-
 def main(argv):
-    if len(argv) != 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(f"give one command: {' | '.join(COMMANDS)}")
-    if not FLAGS.bundle_dir:
-        raise app.UsageError("--bundle_dir is required")
-    if argv[1] == "prepare":
-        prepare(FLAGS.bundle_dir)
-        return
-    if not FLAGS.output_dir:
-        raise app.UsageError("--output_dir is required for train")
-    if not (pathlib.Path(FLAGS.bundle_dir) / "manifest.json").is_file():
-        sys.exit(f"error: {FLAGS.bundle_dir} holds no bundle; run `prepare --bundle_dir={FLAGS.bundle_dir}` first")
-    try:
-        train(FLAGS.bundle_dir, FLAGS.output_dir)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    backend_run.main(argv, FLAGS, prepare, train)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,8 @@ review; padding is masked). Learned tables are not grown here, so
 
 import dataclasses
 import json
-import os
 import pathlib
-import shlex
 import shutil
-import sys
 import time
 import types
 
@@ -39,9 +36,10 @@ import kerapos  # noqa: F401  (Keras backend; TensorFlow only when it is the bac
 import keras
 import numpy as np
 
+from kerapos.eval import backend_run
 from kerapos.training import runtime
 
-COMMANDS = ("prepare", "train")
+MODULE = "kerapos.eval.classifier_backend_train"
 SPLITS = ("train", "validation", "test")
 
 FLAGS = flags.FLAGS
@@ -87,7 +85,7 @@ def prepare(bundle_dir):
         "trainer_options": {
             **dataclasses.asdict(options), "eval_max_lengths": list(options.eval_max_lengths)
         },
-        "command": _command_line(),
+        "command": backend_run.command_line(MODULE),
     }
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(bundle_dir, ignore_errors=True)
@@ -183,38 +181,14 @@ def train(bundle_dir, output_dir):
         "device": runtime.device_description(),
         "flags": vars(options),
     }
-    output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    partial = output_dir / "results.json.partial"
-    partial.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(partial, output_dir / "results.json")
-    (output_dir / "command.txt").write_text(
-        f"{manifest['command']}\nKERAS_BACKEND={keras.backend.backend()} {_command_line()}\n"
+    backend_run.write_results(
+        output_dir, results, manifest["command"], MODULE, keras.backend.backend()
     )
-    print(f"[kerapos] results: {output_dir / 'results.json'}", flush=True)
     return results
 
 
-def _command_line():
-    return " ".join(["python -m kerapos.eval.classifier_backend_train", *map(shlex.quote, sys.argv[1:])])
-
-
 def main(argv):
-    if len(argv) != 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(f"give one command: {' | '.join(COMMANDS)}")
-    if not FLAGS.bundle_dir:
-        raise app.UsageError("--bundle_dir is required")
-    if argv[1] == "prepare":
-        prepare(FLAGS.bundle_dir)
-        return
-    if not FLAGS.output_dir:
-        raise app.UsageError("--output_dir is required for train")
-    if not (pathlib.Path(FLAGS.bundle_dir) / "manifest.json").is_file():
-        sys.exit(f"error: {FLAGS.bundle_dir} holds no bundle; run `prepare --bundle_dir={FLAGS.bundle_dir}` first")
-    try:
-        train(FLAGS.bundle_dir, FLAGS.output_dir)
-    except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
-        sys.exit(f"error: {error}")
+    backend_run.main(argv, FLAGS, prepare, train)
 
 
 if __name__ == "__main__":
