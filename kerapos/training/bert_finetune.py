@@ -47,6 +47,11 @@ from kerapos.training.strategy import worker_id
 
 TASKS = ("classification", "token_classification")
 TOKEN_DATASETS = {"wnut16": conll.load_wnut16, "brown_pos": conll.load_brown_pos}
+# Untruncated evaluation: rows up to this many pieces go in full batches, and
+# each of this many doublings beyond it divides the batch by 4 (see
+# `_Pipeline.untruncated_texts`).
+UNTRUNCATED_BUCKET_LENGTH = 512
+UNTRUNCATED_BUCKETS = 4
 CONLL_FILES = {"train": "train.txt", "validation": "dev.txt", "test": "test.txt"}
 KERAS_MODEL_FILE = "model.keras"
 # Strategies with several replicas (cross-replica gradient aggregation).
@@ -360,6 +365,35 @@ class _Pipeline:
         dataset = self._maybe_shuffle(dataset, len(split), shuffle).batch(self.options.batch_size)
         return dataset.map(pack, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
+    def untruncated_texts(self, split):
+        """Like `texts(split, None)`, in batches sized by length: attention
+        memory grows with batch x length^2, so a batch of reviews longer than
+        512 pieces is 4x smaller per doubling of length, so a batch holds no
+        more than `batch_size` rows of 512 pieces do (or is a single review)."""
+        tokenizer, batch_size = self.tokenizer, self.options.batch_size
+        boundaries = [UNTRUNCATED_BUCKET_LENGTH * 2**k for k in range(UNTRUNCATED_BUCKETS)]
+        batch_sizes = [max(1, batch_size // 4**k) for k in range(UNTRUNCATED_BUCKETS + 1)]
+
+        def tokenize(text, label):
+            pieces = tokenizer(sanitize_text(text))  # [pieces]
+            return pieces, tf.shape(pieces)[0], label
+
+        def pack(pieces, lengths, labels):
+            pieces = tf.RaggedTensor.from_tensor(pieces, lengths=lengths)  # ragged [batch, None]
+            inputs = bert_tasks.pack_texts(
+                pieces, None, tokenizer.cls_token_id, tokenizer.sep_token_id
+            )
+            return inputs, labels
+
+        dataset = tf.data.Dataset.from_tensor_slices(
+            (tf.constant(split.texts.tolist(), tf.string), tf.constant(split.labels, tf.int64))
+        )
+        dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.bucket_by_sequence_length(
+            lambda pieces, length, label: length, boundaries, batch_sizes
+        )
+        return dataset.map(pack, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
     def words(self, sentences, label_to_id, shuffle=False):
         """`(inputs, token_labels, sample_weight)` batches of CoNLL sentences.
 
@@ -406,7 +440,11 @@ def _evaluate_classifier(model, pipeline, test, options, capacity):
         lengths["full"] = capacity  # None: no table, nothing to cut
     test_accuracy = {}
     for key, length in lengths.items():
-        result = model.evaluate(pipeline.texts(test, length), verbose=0, return_dict=True)
+        batches = pipeline.texts(test, length) if length else pipeline.untruncated_texts(test)
+        with warnings.catch_warnings():
+            # Length buckets have no fixed count; Keras learns it by running out once.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            result = model.evaluate(batches, verbose=0, return_dict=True)
         test_accuracy[key] = float(result["accuracy"])
         print(f"[kerapos] test accuracy @ {key:>5} tokens: {test_accuracy[key]:.4f}", flush=True)
     return {"test_accuracy": test_accuracy}
