@@ -53,6 +53,8 @@ flags.DEFINE_integer("num_heads", 4, "Attention heads.")
 flags.DEFINE_integer("intermediate_dim", 256, "Feed-forward width.")
 flags.DEFINE_float("dropout", 0.1, "Dropout rate (transformer: inside every block; lstm: on the "
                    "embeddings and before the output layer).")
+flags.DEFINE_float("word_dropout", 0.0, "Probability of dropping a whole token (embedding and "
+                   "position) while training, so no single word decides (both models).")
 flags.DEFINE_enum("pooling", "mean", POOLING, "Transformer pooling: masked mean or first token.")
 flags.DEFINE_bool("logn_scaling", False,
                   "Scale attention logits by log(n)/log(max_length) for inputs longer than training.")
@@ -60,7 +62,7 @@ flags.DEFINE_bool("logn_scaling", False,
 TASK_FLAGS = ("model", "position", "dataset", "validation_fraction", "max_length",
               "serve_max_length", "vocab_size", "warmup_fraction", "patience",
               "learned_extension", "num_layers", "hidden_dim", "num_heads",
-              "intermediate_dim", "dropout", "pooling", "logn_scaling")
+              "intermediate_dim", "dropout", "word_dropout", "pooling", "logn_scaling")
 
 
 def main(argv):

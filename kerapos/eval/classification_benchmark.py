@@ -25,6 +25,9 @@ TRANSFORMER = ["--model=transformer", "--epochs=3", "--learning_rate=5e-4", "--b
 RUNS = {
     # The main job (`make run`).
     "lstm_sinusoidal_512": ["--flagfile=trainers/configs/main.flags"],
+    # The main job regularised against memorising rare words (film titles, cast).
+    "lstm_sinusoidal_512_word_dropout": ["--flagfile=trainers/configs/main.flags", "--batch_size=32",
+                                         "--vocab_size=10000", "--word_dropout=0.3"],
     # Train short (128 tokens), test long: every scheme.
     **{f"lstm_{p}_128": ["--model=lstm", f"--position={p}", "--epochs=3", *TRAIN_SHORT]
        for p in ("none", "sinusoidal", "learned")},

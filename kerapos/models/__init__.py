@@ -29,6 +29,7 @@ def build_classifier_from_options(options, vocab_size, num_classes):
         position=options.position,
         position_config=options.position_config,
         max_length=options.max_length,
+        word_dropout=options.word_dropout,
     )
     if options.model == "lstm":
         return build_classifier("lstm", dropout=options.dropout, **common)

@@ -17,6 +17,7 @@ def build_lstm_classifier(
     lstm_units=128,
     hidden_units=64,
     dropout=0.0,
+    word_dropout=0.0,
 ):
     """Embedding(mask_zero) -> position -> LSTM -> Dense(relu) -> Dense(softmax).
 
@@ -33,6 +34,8 @@ def build_lstm_classifier(
         max_length: int, table size for "learned" (its `max_length`).
         embedding_dim, lstm_units, hidden_units: layer widths.
         dropout: dropout rate on the embeddings and before the head.
+        word_dropout: probability of dropping a whole token while training
+            (see `kerapos.models.embedding.embed_tokens`).
 
     Returns:
         A `keras.Model` from int token ids `[batch, seq]` to class
@@ -47,7 +50,9 @@ def build_lstm_classifier(
         )
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     # [batch, seq, embedding_dim], mask [batch, seq]
-    x = embed_tokens(token_ids, vocab_size, embedding_dim, position, position_config, max_length)
+    x = embed_tokens(
+        token_ids, vocab_size, embedding_dim, position, position_config, max_length, word_dropout
+    )
     if dropout:
         x = keras.layers.Dropout(dropout)(x)
     x = keras.layers.LSTM(lstm_units, name="lstm")(x)  # [batch, lstm_units]

@@ -187,6 +187,7 @@ def build_transformer_classifier(
     dropout=0.1,
     pooling="mean",
     logn_train_length=None,
+    word_dropout=0.0,
 ):
     """A Transformer encoder classifier taking any scheme from the registry.
 
@@ -202,7 +203,9 @@ def build_transformer_classifier(
     if position == "alibi":
         position_config.setdefault("causal", False)
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    x = embed_tokens(token_ids, vocab_size, hidden_dim, position, position_config, max_length)
+    x = embed_tokens(
+        token_ids, vocab_size, hidden_dim, position, position_config, max_length, word_dropout
+    )
     x = keras.layers.Dropout(dropout)(x)
     for index in range(num_layers):
         x = TransformerBlock(

@@ -67,6 +67,7 @@ class ClassifierOptions:
     num_heads: int = 4
     intermediate_dim: int = 256
     dropout: float = 0.1
+    word_dropout: float = 0.0
     pooling: str = "mean"
     logn_scaling: bool = False
 
@@ -96,8 +97,9 @@ class ClassifierOptions:
             problems.append(f"--validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if self.learning_rate <= 0:
             problems.append(f"--learning_rate must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "word_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                problems.append(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if (
             self.model == "lstm"
             and self.position in positions.available()

@@ -44,6 +44,27 @@ def test_transformer_trains_with_every_scheme(position):
     _train_steps(model)
 
 
+@pytest.mark.parametrize("model", ["lstm", "transformer"])
+def test_word_dropout_drops_whole_tokens_only_while_training(model):
+    rate = 0.4
+    sizes = TINY_TRANSFORMER if model == "transformer" else dict(embedding_dim=16)
+    classifier = build_classifier(model, vocab_size=50, num_classes=2, position="sinusoidal",
+                                  max_length=64, word_dropout=rate, **sizes)
+    kept = classifier.get_layer("position_encoding").output
+    dropped = classifier.get_layer("word_dropout").output
+    probe = keras.Model(classifier.input, [kept, dropped])
+    ids = np.random.default_rng(1).integers(1, 50, size=(32, 64)).astype("int32")
+
+    before, after = (keras.ops.convert_to_numpy(t) for t in probe(ids, training=True))
+    # [batch, seq]: each token is either zeroed in every feature or kept whole
+    # (rescaled by 1 / (1 - rate), as Dropout does).
+    zeroed = np.all(after == 0.0, axis=-1)
+    np.testing.assert_allclose(after[~zeroed], before[~zeroed] / (1 - rate), rtol=1e-5)
+    assert abs(zeroed.mean() - rate) < 0.03, zeroed.mean()  # 2,048 tokens
+    before, after = (keras.ops.convert_to_numpy(t) for t in probe(ids, training=False))
+    np.testing.assert_array_equal(after, before)
+
+
 def test_lstm_rejects_attention_schemes():
     with pytest.raises(ValueError, match="use --model=transformer"):
         build_classifier("lstm", vocab_size=50, num_classes=2, position="alibi")

@@ -191,6 +191,7 @@ def test_resume_after_kill(tmp_path):
         (["--position_config={not json"], "--position_config must be a JSON object"),
         (["--eval_max_lengths=128,abc"], "--eval_max_lengths takes integers"),
         (["--max_length=0"], "--max_length must be >= 1"),
+        (["--word_dropout=1"], "--word_dropout must be in [0, 1)"),
     ],
 )
 def test_bad_flags_fail_fast_with_clear_message(args, message, tmp_path):
