@@ -23,11 +23,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 TRAIN_SHORT = ["--max_length=128", "--eval_max_lengths=128,256,512"]
 TRANSFORMER = ["--model=transformer", "--epochs=3", "--learning_rate=5e-4", "--batch_size=64"]
 RUNS = {
-    # The main job (`make run`).
+    # The main job (`make run`), at two more seeds (weights, shuffling and the validation carve).
     "lstm_sinusoidal_512": ["--flagfile=trainers/configs/main.flags"],
-    # The main job regularised against memorising rare words (film titles, cast).
-    "lstm_sinusoidal_512_word_dropout": ["--flagfile=trainers/configs/main.flags", "--batch_size=32",
-                                         "--vocab_size=10000", "--word_dropout=0.3"],
+    **{f"lstm_sinusoidal_512_seed{seed}": ["--flagfile=trainers/configs/main.flags", f"--seed={seed}"]
+       for seed in (1, 2)},
+    # The main job as it was before word dropout: batch 64, 20,000 words.
+    "lstm_sinusoidal_512_no_word_dropout": ["--flagfile=trainers/configs/main.flags", "--batch_size=64",
+                                            "--vocab_size=20000", "--word_dropout=0"],
+    # The main job trained on the first 1024 tokens, so long reviews keep their endings (batch,
+    # vocabulary and word dropout spelled out: this ran before main.flags took them).
+    "lstm_sinusoidal_1024_word_dropout": ["--flagfile=trainers/configs/main.flags", "--batch_size=32",
+                                          "--vocab_size=10000", "--word_dropout=0.3",
+                                          "--max_length=1024"],
     # Train short (128 tokens), test long: every scheme.
     **{f"lstm_{p}_128": ["--model=lstm", f"--position={p}", "--epochs=3", *TRAIN_SHORT]
        for p in ("none", "sinusoidal", "learned")},

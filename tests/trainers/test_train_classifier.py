@@ -17,6 +17,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import FIXTURE
@@ -96,9 +97,7 @@ def test_tensorboard_scalars_hparams_and_image(cli_run):
     for tag in ("epoch_loss", "epoch_accuracy", "epoch_learning_rate", "batch_loss",
                 "batch_learning_rate"):
         assert tag in tags, (tag, tags)
-    losses = [float(np.asarray(keras.ops.convert_to_numpy(0)) + e.tensor_proto.float_val[0])
-              if e.tensor_proto.float_val else float(np.frombuffer(e.tensor_proto.tensor_content, "float32")[0])
-              for e in train.Tensors("epoch_loss")]
+    losses = [float(tf.make_ndarray(e.tensor_proto)) for e in train.Tensors("epoch_loss")]
     assert len(losses) == 2 and all(np.isfinite(losses))
     validation = EventAccumulator(str(logs / "validation")); validation.Reload()
     assert "epoch_accuracy" in validation.Tags()["tensors"]
@@ -154,10 +153,10 @@ def test_second_export_gets_version_2_and_mirrored_strategy_runs(tmp_path):
     assert second["learned_extension"] == "interpolate"
 
 
-def test_resume_after_kill(tmp_path):
+def test_main_job_resumes_after_kill(tmp_path):
+    # `make run`'s flagfile, shrunk to the fixture by the flags after it.
     command = [
-        sys.executable, TRAINER, *TINY, "--model=lstm", "--position=sinusoidal",
-        "--epochs=8", "--patience=100", f"--model_dir={tmp_path / 'run'}",
+        sys.executable, TRAINER, "--flagfile=trainers/configs/main.flags", *TINY, "--epochs=8", "--patience=100", f"--model_dir={tmp_path / 'run'}",
         f"--export_dir={tmp_path / 'exports'}", "--model_name=resume",
     ]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
@@ -178,6 +177,8 @@ def test_resume_after_kill(tmp_path):
     run_python(command[1:])
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert 0 < results["epochs_run"] < 8, results["epochs_run"]  # resumed, not restarted
+    assert (results["model"], results["position"], results["flags"]["word_dropout"]) == (
+        "lstm", "sinusoidal", 0.3)
     assert not backup.exists() or not any(backup.iterdir())  # removed after a finished run
 
 
