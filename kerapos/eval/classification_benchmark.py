@@ -46,6 +46,10 @@ RUNS = {
     # Longer training length for the best accuracy.
     "transformer_rotary_512": [*TRANSFORMER, "--position=rotary", "--max_length=512",
                                "--eval_max_lengths=128,256,512"],
+    # ... with the main job's word dropout and vocabulary.
+    "transformer_rotary_512_word_dropout": [*TRANSFORMER, "--position=rotary", "--max_length=512",
+                                            "--eval_max_lengths=128,256,512", "--word_dropout=0.3",
+                                            "--vocab_size=10000"],
 }
 
 flags.DEFINE_list("runs", ["all"], f"Run names, or 'all': {', '.join(RUNS)}.")
