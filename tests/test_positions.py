@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from kerapos import positions
@@ -73,7 +74,8 @@ def test_get_passes_config_and_defaults():
 
 @pytest.mark.parametrize("name", ["rope", "ALiBi", "", "learnt", None, 3])
 def test_unknown_name(name):
-    with pytest.raises(ValueError, match="valid names are: none, sinusoidal, learned, rotary, xpos, alibi, t5"):
+    valid = "valid names are: none, sinusoidal, learned, rotary, xpos, alibi, t5"
+    with pytest.raises(ValueError, match=valid):
         positions.get(name)
     with pytest.raises(ValueError, match="Unknown position scheme"):
         positions.where(name)
@@ -149,3 +151,110 @@ def test_import_order_has_no_cycle(first_import):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ALiBiBias"
+
+
+# -- scheme behaviour: defaults, lengths, extension, relation images ----------------------
+
+
+@pytest.mark.parametrize(
+    "name, encoder, decoder",
+    [
+        ("alibi", {"causal": False}, {"causal": True}),
+        ("t5", {}, {}),
+        ("rotary", {}, {}),
+        ("xpos", {}, {}),
+        ("sinusoidal", {}, {}),
+        ("none", {}, {}),
+    ],
+)
+def test_layer_config_defaults_per_encoder_and_decoder(name, encoder, decoder):
+    assert positions.layer_config(name) == encoder
+    assert positions.layer_config(name, causal=False) == encoder
+    assert positions.layer_config(name, causal=True) == decoder
+
+
+def test_layer_config_keeps_the_users_values_and_copies():
+    config = {"num_heads": 4, "causal": True}
+    assert positions.layer_config("alibi", config) == {"num_heads": 4, "causal": True}
+    assert positions.layer_config("alibi", {"num_heads": 4}, causal=True) == {"num_heads": 4, "causal": True}
+    merged = positions.layer_config("alibi", config, causal=False)
+    merged["num_heads"] = 8
+    assert config == {"num_heads": 4, "causal": True}
+    layer = positions.get("alibi", **positions.layer_config("alibi", {"num_heads": 2}))
+    assert layer.causal is False and layer.num_heads == 2
+
+
+def test_bounded_schemes_need_a_length():
+    assert positions.scheme("learned").bounded
+    assert [name for name in positions.available() if positions.scheme(name).bounded] == ["learned"]
+    with pytest.raises(ValueError, match="'learned' needs a maximum length.*max_length"):
+        positions.layer_config("learned")
+    with pytest.raises(ValueError, match="needs a maximum length"):
+        positions.layer_config("learned", {"embeddings_initializer": "zeros"}, causal=True)
+    assert positions.layer_config("learned", max_length=32) == {"max_length": 32}
+    assert positions.layer_config("learned", {"max_length": 8}, max_length=32) == {"max_length": 8}
+    # Unbounded schemes ignore the model's length.
+    assert positions.layer_config("sinusoidal", max_length=32) == {}
+    assert positions.layer_config("t5", {"num_heads": 2}, max_length=32) == {"num_heads": 2}
+
+
+def test_max_length_and_extend():
+    learned = positions.scheme("learned")
+    assert learned.extension_methods == ("interpolate", "copy")
+    layer = positions.get("learned", **positions.layer_config("learned", max_length=4))
+    layer.build((None, None, 2))
+    table = np.arange(8, dtype="float32").reshape(4, 2)
+    layer.set_weights([table])
+    assert learned.max_length(layer) == 4
+    learned.extend(layer, 10, "copy")
+    assert learned.max_length(layer) == 10
+    np.testing.assert_array_equal(layer.get_weights()[0], table[np.arange(10) % 4])
+    with pytest.raises(ValueError, match="cannot be extended with 'nearest'.*interpolate, copy"):
+        learned.extend(layer, 20, "nearest")
+    sinusoid = positions.scheme("sinusoidal")
+    assert sinusoid.max_length(positions.get("sinusoidal")) is None
+    with pytest.raises(ValueError, match="'sinusoidal' cannot be extended.*takes: nothing"):
+        sinusoid.extend(positions.get("sinusoidal"), 20, "interpolate")
+
+
+def cosine_of_distance(length, frequencies):
+    """mean_k cos((i - j) w_k): the closed form of both relation images below."""
+    distance = np.arange(length)[:, None] - np.arange(length)[None, :]  # [L, L]
+    return np.cos(distance[..., None] * frequencies).mean(axis=-1)
+
+
+def test_relation_matrix_sinusoidal_is_cosine_of_distance():
+    # Vectors [sin(p w_k), cos(p w_k)]_k have squared norm d/2 and dot
+    # products sum_k cos((p - q) w_k).
+    length, width = 12, 16
+    frequencies = 10000.0 ** (-np.arange(0, width, 2) / width)
+    got = positions.relation_matrix("sinusoidal", positions.get("sinusoidal"), length, width)
+    np.testing.assert_allclose(got, cosine_of_distance(length, frequencies), atol=1e-5)
+
+
+def test_relation_matrix_rotary_is_cosine_of_distance():
+    # Equal contents 1/sqrt(d): each rotated pair contributes (2/d) cos((i - j) w_k).
+    length, head_dim = 12, 8
+    frequencies = 100.0 ** (-np.arange(0, head_dim, 2) / head_dim)
+    layer = positions.get("rotary", max_wavelength=100.0)
+    got = positions.relation_matrix("rotary", layer, length, head_dim)
+    np.testing.assert_allclose(got, cosine_of_distance(length, frequencies), atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_relation_matrix_alibi_is_mean_slope_times_distance(causal):
+    length = 9
+    slopes = np.array([2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8])  # 4 heads (Press et al.)
+    distance = np.arange(length)[:, None] - np.arange(length)[None, :]  # i - j
+    expected = -slopes.mean() * (distance if causal else np.abs(distance))
+    layer = positions.get("alibi", num_heads=4, causal=causal)
+    got = positions.relation_matrix("alibi", layer, length, 16)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_relation_matrix_stops_at_the_table_and_needs_a_layer():
+    layer = positions.get("learned", max_length=5)
+    layer.build((None, None, 4))
+    assert positions.relation_matrix("learned", layer, 12, 4).shape == (5, 5)
+    with pytest.raises(ValueError, match="'none' has no layer"):
+        positions.relation_matrix("none", None, 12, 4)

@@ -2,12 +2,12 @@
 
 import math
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
 import numpy as np
 from keras import ops
 
 from kerapos.layers.attention_bias import AttentionBias
+from kerapos.utils import checks
 
 
 def _power_of_two_slopes(num_heads):
@@ -88,16 +88,11 @@ class ALiBiBias(AttentionBias):
 
     def __init__(self, num_heads, causal=True, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
-            raise ValueError(
-                f"`num_heads` must be a positive integer, got num_heads={num_heads!r}."
-            )
-        if not isinstance(causal, bool):
-            raise ValueError(
-                f"`causal` must be True or False, got causal={causal!r}."
-            )
+        num_heads = checks.integer(num_heads, "num_heads", minimum=1)
+        if not isinstance(causal, (bool, np.bool_)):
+            raise ValueError(f"`causal` must be True or False, got causal={causal!r}.")
         self.num_heads = num_heads
-        self.causal = causal
+        self.causal = bool(causal)
         self.slopes = np.asarray(_alibi_slopes(num_heads), dtype="float32")  # [h]
 
     def bias(self, query_length, key_length):

@@ -1,6 +1,5 @@
 """The shared half of additive attention-bias layers (ALiBi, T5)."""
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
 from keras import ops
 

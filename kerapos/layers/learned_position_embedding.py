@@ -1,9 +1,10 @@
 """A trainable position table added to the inputs (BERT / GPT-2 style)."""
 
-import kerapos  # noqa: F401  (quiet TensorFlow logging, Keras backend)
 import keras
 import numpy as np
 from keras import ops
+
+from kerapos.utils import checks
 
 EXTEND_METHODS = ("interpolate", "copy")
 
@@ -69,8 +70,7 @@ class LearnedPositionEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_length("max_length", max_length)
-        self.max_length = int(max_length)
+        self.max_length = checks.integer(max_length, "max_length", minimum=1)
         self.embeddings_initializer = keras.initializers.get(
             embeddings_initializer
         )
@@ -92,7 +92,7 @@ class LearnedPositionEmbedding(keras.layers.Layer):
 
     def call(self, inputs, start_index=0):
         sequence_length, hidden_dim = ops.shape(inputs)[1:]
-        static_start = isinstance(start_index, (int, np.integer))
+        static_start = checks.is_integer(start_index)
         if static_start:
             start_index = int(start_index)
             if start_index < 0:
@@ -192,16 +192,13 @@ class LearnedPositionEmbedding(keras.layers.Layer):
                 "this layer has no table yet. Create it with "
                 f"`max_length={new_max_length}` instead."
             )
-        _check_length("new_max_length", new_max_length)
+        new_max_length = checks.integer(new_max_length, "new_max_length", minimum=1)
         if new_max_length <= self.max_length:
             raise ValueError(
                 f"{self.name}: `new_max_length` ({new_max_length}) must be "
                 f"larger than the current max_length ({self.max_length})."
             )
-        if method not in EXTEND_METHODS:
-            raise ValueError(
-                f"Unknown `method` {method!r}; use one of {EXTEND_METHODS}."
-            )
+        checks.choice(method, "method", EXTEND_METHODS)
         old_length = self.max_length
         old_table = ops.convert_to_numpy(self.embeddings).astype(np.float64)
         if method == "copy":
@@ -245,13 +242,3 @@ class LearnedPositionEmbedding(keras.layers.Layer):
         )
         return config
 
-
-def _check_length(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value <= 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {value!r}."
-        )

@@ -1,19 +1,13 @@
 """Multi-head attention with a position scheme inside: RoPE, xPos, ALiBi, T5."""
 
 import math
-import numbers
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
 from keras import ops
 
-from kerapos import positions
-
-
-def _attention_schemes():
-    return ("none",) + tuple(
-        name for name in positions.available() if positions.where(name) == "attention"
-    )
+from kerapos.layers import registry as positions
+from kerapos.layers.attention_bias import AttentionBias
+from kerapos.utils import checks
 
 
 @keras.saving.register_keras_serializable(package="kerapos")
@@ -105,7 +99,7 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         logn_train_length=None,
         **kwargs,
     ):
-        valid_positions = _attention_schemes()
+        valid_positions = positions.available(where="none") + positions.available(where="attention")
         if position not in valid_positions:
             hint = ""
             if isinstance(position, str) and position in positions.available():
@@ -121,28 +115,24 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
             raise ValueError(
                 f"`position_config` must be a dict or None, got {position_config!r}."
             )
-        if logn_train_length is not None and not (
-            isinstance(logn_train_length, numbers.Integral)
-            and not isinstance(logn_train_length, bool)
-            and logn_train_length >= 2
-        ):
-            raise ValueError(
-                "`logn_train_length` must be None or an int >= 2 (the training "
-                f"length), got {logn_train_length!r}."
-            )
+        num_heads = checks.integer(num_heads, "num_heads", minimum=1)
+        key_dim = checks.integer(key_dim, "key_dim", minimum=1)
+        logn_train_length = checks.integer(
+            logn_train_length, "logn_train_length", minimum=2, allow_none=True
+        )
         super().__init__(num_heads=num_heads, key_dim=key_dim, **kwargs)
         self.position = position
         self.position_config = dict(position_config or {})
-        self.logn_train_length = (
-            None if logn_train_length is None else int(logn_train_length)
-        )
+        self.logn_train_length = logn_train_length
         self._position_layer = self._make_position_layer()
 
     def _make_position_layer(self):
-        if self.position == "none":
-            return positions.get("none", **self.position_config)  # None; rejects config
+        """The scheme's layer (None for "none"), with this layer's heads and dtype."""
+        scheme = positions.scheme(self.position)
+        if scheme.layer is None:
+            return positions.get(self.position, **self.position_config)  # None; refuses a config
         layer_config = dict(self.position_config)
-        accepted, _ = positions.scheme(self.position).accepted_config()
+        accepted, _ = scheme.accepted_config()
         if "num_heads" in accepted:
             heads = layer_config.setdefault("num_heads", self._num_heads)
             if heads != self._num_heads:
@@ -156,8 +146,9 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
 
     @property
     def _adds_bias(self):
-        """Bias schemes expose `bias(query_length, key_length)`."""
-        return callable(getattr(self._position_layer, "bias", None))
+        """Bias schemes (ALiBi, T5) add `bias(query_length, key_length)` to the
+        logits; the others (RoPE, xPos) rotate the queries and keys."""
+        return isinstance(self._position_layer, AttentionBias)
 
     def build(self, query_shape, value_shape, key_shape=None):
         super().build(query_shape, value_shape, key_shape)
@@ -192,31 +183,26 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         attention_mask=None,
         training=None,
         return_attention_scores=False,
-        use_causal_mask=False,
     ):
+        # `MultiHeadAttention.call` merges the causal mask (end-aligned, from
+        # `_compute_causal_mask`) into `attention_mask` for subclasses that
+        # override this method, so `use_causal_mask` never reaches it.
         # query: [B, T, N, H], key: [B, S, N, H], value: [B, S, N, Hv]
         if self._position_layer is not None and not self._adds_bias:
             query, key = self._rotate(query, key)
         if self.logn_train_length is not None:
             query = query * ops.cast(self._logn_factor(key), query.dtype)
-        if not self._adds_bias:
-            return super()._compute_attention(
-                query,
-                key,
-                value,
-                attention_mask=attention_mask,
-                training=training,
-                return_attention_scores=return_attention_scores,
-                use_causal_mask=use_causal_mask,
+        if self._adds_bias:
+            return self._biased_attention(
+                query, key, value, attention_mask, training, return_attention_scores
             )
-        return self._biased_attention(
+        return super()._compute_attention(
             query,
             key,
             value,
-            attention_mask,
-            training,
-            return_attention_scores,
-            use_causal_mask,
+            attention_mask=attention_mask,
+            training=training,
+            return_attention_scores=return_attention_scores,
         )
 
     def _rotate(self, query, key):
@@ -239,27 +225,15 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         return ops.maximum(ratio, 1.0)
 
     def _biased_attention(
-        self,
-        query,
-        key,
-        value,
-        attention_mask,
-        training,
-        return_attention_scores,
-        use_causal_mask,
+        self, query, key, value, attention_mask, training, return_attention_scores
     ):
+        """`MultiHeadAttention._compute_attention` with the scheme's bias added
+        to the logits (`attention_mask`: None or boolean, `[B, T, S]`)."""
         if self._flash_attention and return_attention_scores:
             raise ValueError(
                 "Returning attention scores is not supported when flash "
                 "attention is enabled. Please disable flash attention to "
                 "access attention scores."
-            )
-        if use_causal_mask:
-            causal_mask = self._compute_causal_mask(query, value)  # [1, T, S]
-            attention_mask = (
-                causal_mask
-                if attention_mask is None
-                else ops.logical_and(ops.cast(attention_mask, "bool"), causal_mask)
             )
         query_length, key_length = ops.shape(query)[1], ops.shape(key)[1]
         bias = self._position_layer.bias(query_length, key_length)  # [1, N, T, S]

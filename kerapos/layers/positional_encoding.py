@@ -1,8 +1,9 @@
 """Sinusoidal positional encoding added to the inputs (Vaswani et al., 2017)."""
 
-import kerapos  # noqa: F401  (quiet TensorFlow logging, Keras backend)
 import keras
 from keras import ops
+
+from kerapos.utils import checks
 
 
 @keras.saving.register_keras_serializable(package="kerapos")
@@ -47,12 +48,7 @@ class PositionalEncoding(keras.layers.Layer):
 
     def __init__(self, max_wavelength=10000.0, **kwargs):
         super().__init__(**kwargs)
-        if not max_wavelength > 0:
-            raise ValueError(
-                "`max_wavelength` must be a positive number (the paper uses "
-                f"10000.0). Received: max_wavelength={max_wavelength}"
-            )
-        self.max_wavelength = float(max_wavelength)
+        self.max_wavelength = checks.number(max_wavelength, "max_wavelength", above=0)
         self.supports_masking = True
 
     def build(self, input_shape):

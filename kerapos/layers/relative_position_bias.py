@@ -2,11 +2,12 @@
 
 import math
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
+import numpy as np
 from keras import ops
 
 from kerapos.layers.attention_bias import AttentionBias
+from kerapos.utils import checks
 
 
 def _relative_position_bucket(relative_position, bidirectional, num_buckets, max_distance):
@@ -108,17 +109,14 @@ class RelativePositionBias(AttentionBias):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (
-            ("num_heads", num_heads),
-            ("num_buckets", num_buckets),
-            ("max_distance", max_distance),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {name}={value!r}.")
-        if not isinstance(bidirectional, bool):
+        num_heads = checks.integer(num_heads, "num_heads", minimum=1)
+        num_buckets = checks.integer(num_buckets, "num_buckets", minimum=1)
+        max_distance = checks.integer(max_distance, "max_distance", minimum=1)
+        if not isinstance(bidirectional, (bool, np.bool_)):
             raise ValueError(
                 f"`bidirectional` must be True or False, got bidirectional={bidirectional!r}."
             )
+        bidirectional = bool(bidirectional)
         buckets_per_direction = num_buckets // 2 if bidirectional else num_buckets
         if buckets_per_direction < 2:
             raise ValueError(

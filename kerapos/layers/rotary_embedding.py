@@ -1,27 +1,13 @@
 """Rotary position embedding (RoPE) with context-extension scaling and xPos."""
 
-import math
 import numbers
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
+import numpy as np
 from keras import ops
 
-ROPE_TYPES = ("default", "linear", "ntk", "dynamic", "yarn")
-_COMMON_SCALING_KEYS = ("rope_type", "type", "factor", "original_max_position_embeddings")
-_YARN_SCALING_KEYS = ("beta_fast", "beta_slow", "attention_factor")
-
-
-def _yarn_correction_dim(num_rotations, dim, base, original_max_positions):
-    """Pair index whose wavelength fits `num_rotations` times in the context.
-
-    Hugging Face's `find_correction_dim` (YaRN, Peng et al. 2023, eq. 17).
-    """
-    return (
-        dim
-        * math.log(original_max_positions / (num_rotations * 2.0 * math.pi))
-        / (2.0 * math.log(base))
-    )
+from kerapos.layers import rope_types
+from kerapos.utils import checks
 
 
 @keras.saving.register_keras_serializable(package="kerapos")
@@ -44,7 +30,8 @@ class RotaryEmbedding(keras.layers.Layer):
 
     Scaling (`scaling`, a Hugging Face `rope_scaling` dict; `"type"` is
     accepted as an alias of `"rope_type"`; `s` = `"factor"` (>= 1), `L` =
-    `"original_max_position_embeddings"`):
+    `"original_max_position_embeddings"`). Each rope type is one function in
+    `kerapos.layers.rope_types` (its keys are listed there):
       * `"default"` (or `scaling=None`): plain RoPE.
       * `"linear"`: position interpolation (Chen et al. 2023,
         arXiv:2306.15595): every frequency divided by `s`.
@@ -127,113 +114,23 @@ class RotaryEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(max_wavelength, numbers.Real) or not max_wavelength > 1:
-            raise ValueError(
-                f"`max_wavelength` must be a number > 1 (the RoPE base, e.g. "
-                f"10000), got {max_wavelength!r}."
-            )
-        _check_rotary_dim_argument(rotary_dim)
-        if xpos and not (isinstance(xpos_gamma, numbers.Real) and xpos_gamma > 0):
-            raise ValueError(f"`xpos_gamma` must be a number > 0, got {xpos_gamma!r}.")
-        if xpos and not (
-            isinstance(xpos_scale_base, numbers.Real) and xpos_scale_base > 0
-        ):
-            raise ValueError(
-                f"`xpos_scale_base` must be a number > 0, got {xpos_scale_base!r}."
-            )
-        self._parse_scaling(scaling)
+        max_wavelength = checks.number(max_wavelength, "max_wavelength", above=1)
+        rotary_dim = _rotary_dim_argument(rotary_dim)
+        if xpos:
+            xpos_gamma = checks.number(xpos_gamma, "xpos_gamma", above=0)
+            xpos_scale_base = checks.number(xpos_scale_base, "xpos_scale_base", above=0)
+        self.rope_type, self._rope_parameters = rope_types.parse(scaling)
         self.max_wavelength = max_wavelength
-        self.scaling = None if scaling is None else dict(scaling)
+        # As given (with "type" if so), numpy scalars as Python ones for JSON.
+        self.scaling = None if scaling is None else {
+            key: value.item() if isinstance(value, np.generic) else value for key, value in scaling.items()
+        }
         self.rotary_dim = rotary_dim
         self.xpos = bool(xpos)
         self.xpos_gamma = xpos_gamma
         self.xpos_scale_base = xpos_scale_base
-        self.rotated_dim = rotary_dim if _is_integer(rotary_dim) else None
+        self.rotated_dim = rotary_dim if checks.is_integer(rotary_dim) else None
         self.supports_masking = True
-
-    def _parse_scaling(self, scaling):
-        """Sets the rope type and its parameters from a `rope_scaling` dict."""
-        self.rope_type = "default"
-        self.factor = 1.0
-        self.original_max_positions = None
-        self.beta_fast = 32.0
-        self.beta_slow = 1.0
-        self.attention_factor = 1.0
-        if scaling is None:
-            return
-        if not isinstance(scaling, dict):
-            raise ValueError(
-                f"`scaling` must be None or a dict like {{'rope_type': 'linear', "
-                f"'factor': 2.0}}, got {scaling!r}."
-            )
-        if "rope_type" in scaling and "type" in scaling:
-            if scaling["rope_type"] != scaling["type"]:
-                raise ValueError(
-                    f"`scaling` has rope_type={scaling['rope_type']!r} and its "
-                    f"alias type={scaling['type']!r}; give one of them."
-                )
-        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-        if rope_type not in ROPE_TYPES:
-            raise ValueError(
-                f"Unknown rope_type {rope_type!r} in `scaling`; valid rope types "
-                f"are {', '.join(ROPE_TYPES)}."
-            )
-        allowed_keys = _COMMON_SCALING_KEYS + (
-            _YARN_SCALING_KEYS if rope_type == "yarn" else ()
-        )
-        unknown_keys = [key for key in scaling if key not in allowed_keys]
-        if unknown_keys:
-            raise ValueError(
-                f"Unknown keys {unknown_keys} in `scaling` for rope_type "
-                f"{rope_type!r}; allowed keys are {', '.join(allowed_keys)}."
-            )
-        self.rope_type = rope_type
-        if rope_type == "default":
-            return
-
-        factor = scaling.get("factor")
-        if not isinstance(factor, numbers.Real) or isinstance(factor, bool):
-            raise ValueError(
-                f"`scaling` with rope_type {rope_type!r} needs a numeric 'factor' "
-                f"(>= 1, the context extension ratio), got {factor!r}."
-            )
-        if not factor >= 1:
-            raise ValueError(
-                f"`scaling['factor']` must be >= 1 (it extends the context), "
-                f"got {factor}."
-            )
-        self.factor = float(factor)
-
-        original_max_positions = scaling.get("original_max_position_embeddings")
-        if original_max_positions is not None and not (
-            _is_integer(original_max_positions) and original_max_positions > 0
-        ):
-            raise ValueError(
-                f"`scaling['original_max_position_embeddings']` must be a "
-                f"positive int, got {original_max_positions!r}."
-            )
-        if original_max_positions is None and rope_type in ("dynamic", "yarn"):
-            raise ValueError(
-                f"`scaling` with rope_type {rope_type!r} needs "
-                f"'original_max_position_embeddings' (the context length the "
-                f"model was trained on)."
-            )
-        self.original_max_positions = original_max_positions
-
-        if rope_type == "yarn":
-            for key in _YARN_SCALING_KEYS:
-                value = scaling.get(key)
-                if value is not None and not (
-                    isinstance(value, numbers.Real) and value > 0
-                ):
-                    raise ValueError(
-                        f"`scaling[{key!r}]` must be a number > 0, got {value!r}."
-                    )
-            self.beta_fast = float(scaling.get("beta_fast", 32.0))
-            self.beta_slow = float(scaling.get("beta_slow", 1.0))
-            self.attention_factor = float(
-                scaling.get("attention_factor", 0.1 * math.log(self.factor) + 1.0)
-            )
 
     def build(self, inputs_shape):
         _check_rank(inputs_shape)
@@ -245,7 +142,7 @@ class RotaryEmbedding(keras.layers.Layer):
             )
         if self.rotary_dim is None:
             rotated_dim = head_dim
-        elif _is_integer(self.rotary_dim):
+        elif checks.is_integer(self.rotary_dim):
             rotated_dim = self.rotary_dim
             if rotated_dim > head_dim:
                 raise ValueError(
@@ -269,8 +166,28 @@ class RotaryEmbedding(keras.layers.Layer):
         self.rotated_dim = rotated_dim
         self.built = True
 
+    def rope_parameters(self, sequence_length=None):
+        """The frequencies and attention factor of the rope type, as used by `call`.
+
+        Args:
+            sequence_length: int or scalar tensor, the context length they are
+                for (only length-dependent types such as "dynamic" read it;
+                None = the original context).
+
+        Returns:
+            `(inverse_frequencies, attention_factor)`: float32 `[rotary_dim // 2]`,
+            highest frequency first, and the factor multiplying cos and sin.
+        """
+        if self.rotated_dim is None:
+            raise ValueError(
+                "The rotated size depends on head_dim: call or build the layer "
+                "before asking for its frequencies (or give an int `rotary_dim`)."
+            )
+        compute = rope_types.ROPE_INIT_FUNCTIONS[self.rope_type]
+        return compute(self._rope_parameters, self.rotated_dim, self.max_wavelength, sequence_length)
+
     def frequencies(self, sequence_length=None):
-        """The angular frequency of each rotated pair, as used by `call`.
+        """The angular frequency of each rotated pair (`rope_parameters()[0]`).
 
         Args:
             sequence_length: int or scalar tensor. Only used by "dynamic"
@@ -279,62 +196,17 @@ class RotaryEmbedding(keras.layers.Layer):
         Returns:
             float32 tensor `[rotary_dim // 2]`, highest frequency first.
         """
-        if self.rotated_dim is None:
-            raise ValueError(
-                "The rotated size depends on head_dim: call or build the layer "
-                "before asking for its frequencies (or give an int `rotary_dim`)."
-            )
-        rotated_dim = self.rotated_dim
-        exponents = ops.arange(0, rotated_dim, 2, dtype="float32") / rotated_dim
-        base = float(self.max_wavelength)
-        ntk_exponent = rotated_dim / (rotated_dim - 2) if rotated_dim > 2 else 0.0
-        if self.rope_type == "ntk":
-            base = base * self.factor**ntk_exponent
-        elif self.rope_type == "dynamic" and sequence_length is not None:
-            length = ops.cast(sequence_length, "float32")
-            effective_factor = ops.maximum(
-                1.0,
-                self.factor * length / self.original_max_positions
-                - (self.factor - 1.0),
-            )
-            base = base * ops.power(effective_factor, ntk_exponent)
-        inverse_frequencies = ops.power(
-            ops.cast(base, "float32"), -exponents
-        )  # [rotated_dim // 2]
-        if self.rope_type == "linear":
-            return inverse_frequencies / self.factor
-        if self.rope_type == "yarn":
-            return self._yarn_frequencies(inverse_frequencies)
-        return inverse_frequencies
+        return self.rope_parameters(sequence_length)[0]
 
-    def _yarn_frequencies(self, inverse_frequencies):
-        rotated_dim = self.rotated_dim
-        base = float(self.max_wavelength)
-        low = math.floor(
-            _yarn_correction_dim(
-                self.beta_fast, rotated_dim, base, self.original_max_positions
-            )
-        )
-        high = math.ceil(
-            _yarn_correction_dim(
-                self.beta_slow, rotated_dim, base, self.original_max_positions
-            )
-        )
-        low, high = max(low, 0), min(high, rotated_dim - 1)
-        if low == high:
-            high += 0.001  # avoid a zero-width ramp, as Hugging Face does
-        pair_index = ops.arange(rotated_dim // 2, dtype="float32")
-        # 0 = keep the original frequency (extrapolate), 1 = interpolate (/ s).
-        interpolation_weight = ops.clip((pair_index - low) / (high - low), 0.0, 1.0)
-        interpolated = inverse_frequencies / self.factor
-        return (
-            interpolated * interpolation_weight
-            + inverse_frequencies * (1.0 - interpolation_weight)
-        )
+    @property
+    def attention_factor(self):
+        """The factor multiplying cos and sin at the original context (YaRN's
+        `0.1 ln(s) + 1`; 1 for the other types)."""
+        return self.rope_parameters()[1]
 
     def call(self, inputs, start_index=0, positions=None, is_key=False):
         _check_rank(inputs.shape)
-        if _is_integer(start_index) and start_index < 0:
+        if checks.is_integer(start_index) and start_index < 0:
             raise ValueError(f"`start_index` must be >= 0, got {start_index}.")
         sequence_length = ops.shape(inputs)[1]
         if positions is None:
@@ -357,10 +229,10 @@ class RotaryEmbedding(keras.layers.Layer):
             context_length = ops.max(positions) + 1.0
         positions = positions[:, :, None, None]  # [batch or 1, seq, 1, 1]
 
-        frequencies = self.frequencies(context_length)  # [half]
+        frequencies, attention_factor = self.rope_parameters(context_length)  # [half], scalar
         angles = positions * frequencies  # [batch or 1, seq, 1, half]
-        cos = ops.cos(angles) * self.attention_factor
-        sin = ops.sin(angles) * self.attention_factor
+        cos = ops.cos(angles) * attention_factor
+        sin = ops.sin(angles) * attention_factor
         if self.xpos:
             half = self.rotated_dim // 2
             pair_index = ops.arange(half, dtype="float32")
@@ -402,10 +274,6 @@ class RotaryEmbedding(keras.layers.Layer):
         return config
 
 
-def _is_integer(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_rank(shape):
     if len(shape) != 4:
         raise ValueError(
@@ -415,24 +283,17 @@ def _check_rank(shape):
         )
 
 
-def _check_rotary_dim_argument(rotary_dim):
+def _rotary_dim_argument(rotary_dim):
+    """`rotary_dim` as None, a positive even int or a float fraction in (0, 1]."""
     if rotary_dim is None:
-        return
-    if _is_integer(rotary_dim):
-        if rotary_dim <= 0 or rotary_dim % 2:
-            raise ValueError(
-                f"An int `rotary_dim` must be a positive even number (features "
-                f"are rotated in pairs), got {rotary_dim}."
-            )
-        return
-    if isinstance(rotary_dim, numbers.Real) and not isinstance(rotary_dim, bool):
-        if not 0 < rotary_dim <= 1:
-            raise ValueError(
-                f"A float `rotary_dim` is a fraction of head_dim and must be in "
-                f"(0, 1], got {rotary_dim}."
-            )
-        return
+        return None
+    if checks.is_integer(rotary_dim):
+        if rotary_dim > 0 and rotary_dim % 2 == 0:
+            return int(rotary_dim)
+    elif isinstance(rotary_dim, numbers.Real) and not isinstance(rotary_dim, bool):
+        if 0 < rotary_dim <= 1:
+            return float(rotary_dim)
     raise ValueError(
-        f"`rotary_dim` must be None, an even int or a fraction in (0, 1], got "
-        f"{rotary_dim!r}."
+        f"`rotary_dim` must be None, a positive even int (features are rotated in pairs) or a "
+        f"float fraction of head_dim in (0, 1], got {rotary_dim!r}."
     )

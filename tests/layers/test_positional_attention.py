@@ -114,6 +114,11 @@ def inputs(batch=2, query_length=7, key_length=7, seed=0):
 class AttentionSuite(LayerSuite):
     input_shapes = ((None, FEATURES), (None, FEATURES))
     scheme = "none"
+    expected_trainable_weights = 8  # query, key, value, output: kernel and bias each
+    # The softmax over keys ignores what every key adds alike: q . key_bias.
+    weights_without_gradient = ("key/bias",)
+    mask_input = 1  # the value's mask masks the keys; the query carries none
+    mask_passes_through = False
 
     def make_layer(self, **overrides):
         return make(self.scheme, **overrides)
@@ -121,20 +126,10 @@ class AttentionSuite(LayerSuite):
     def make_inputs(self, batch, length):
         return inputs(batch, length, length, seed=np.random.randint(1000))
 
-    def mask_case(self, layer, inputs):
-        query, value = inputs
-        value_mask = np.ones(value.shape[:2], bool)
-        value_mask[:, -3:] = False
-        changed = value.copy()
-        changed[:, -3:] += 10.0
-        outputs_a = layer(query, value, value_mask=value_mask)
-        outputs_b = layer(query, changed, value_mask=value_mask)
-        assert not np.allclose(changed, value)
-        return outputs_a, outputs_b, np.ones(outputs_a.shape, bool)
-
 
 class TestRotarySuite(AttentionSuite):
     scheme = "rotary"
+    weights_without_gradient = ()  # rotated, the key bias differs per key
 
 
 class TestALiBiSuite(AttentionSuite):
@@ -143,10 +138,12 @@ class TestALiBiSuite(AttentionSuite):
 
 class TestT5Suite(AttentionSuite):
     scheme = "t5"
+    expected_trainable_weights = 9  # and the bias table
 
 
 class TestXPosSuite(AttentionSuite):
     scheme = "xpos"
+    weights_without_gradient = ()
 
 
 class TestNoPositionSuite(AttentionSuite):
@@ -356,3 +353,13 @@ def test_registered_name():
         keras.saving.get_registered_name(PositionalMultiHeadAttention)
         == "kerapos>PositionalMultiHeadAttention"
     )
+
+
+@pytest.mark.parametrize("scheme", ["alibi", "none"])
+def test_flash_attention_refuses_to_return_scores(scheme):
+    # Reachable in Keras 3.15 (flash_attention=True, dropout 0): bias schemes
+    # refuse it as MultiHeadAttention does for the others.
+    layer = make(scheme, flash_attention=True)
+    query, value = inputs()
+    with pytest.raises(ValueError, match="Returning attention scores is not supported"):
+        layer(query, value, return_attention_scores=True)

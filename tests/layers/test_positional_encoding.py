@@ -1,6 +1,5 @@
 """Tests for `kerapos.layers.positional_encoding.PositionalEncoding`."""
 
-import kerapos  # noqa: F401  (quiet TensorFlow logging, Keras backend)
 import keras
 import keras_hub
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 import tensorflow as tf
 from layer_suite import LayerSuite
 
+import kerapos  # noqa: F401  (quiet TensorFlow logging, Keras backend)
 from kerapos.layers.positional_encoding import PositionalEncoding
 
 HIDDEN = 16
@@ -29,22 +29,13 @@ def random_inputs(batch, length, hidden=HIDDEN, seed=0):
 
 
 class TestPositionalEncodingSuite(LayerSuite):
+    mask_input = 0
+
     def make_layer(self, **overrides):
         return PositionalEncoding(**overrides)
 
     def make_inputs(self, batch, length):
         return (np.random.normal(size=(batch, length, HIDDEN)).astype("float32"),)
-
-    def mask_case(self, layer, inputs):
-        (x,) = inputs
-        keep = np.ones(x.shape[:2], dtype=bool)
-        keep[:, -3:] = False
-        keep[0, 0] = False
-        changed = x.copy()
-        changed[~keep] = 123.0
-        mask = tf.constant(keep)
-        assert layer.compute_mask(tf.constant(x), mask) is mask
-        return layer(x), layer(changed), keep
 
 
 @pytest.mark.parametrize("length", [1, 7, 50])
@@ -147,27 +138,6 @@ def test_parity_with_keras_hub_sine_position_encoding(max_wavelength):
         hub(x, positions=positions.astype("float32")),
         atol=1e-5,
     )
-
-
-class _MaskProbe(keras.layers.Layer):
-    """Outputs the Keras mask it receives, as floats `[batch, seq]`."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_masking = True
-
-    def call(self, inputs, mask=None):
-        return keras.ops.cast(mask, "float32")
-
-
-def test_mask_propagates_through_functional_model():
-    tokens = keras.Input(shape=(None,), dtype="int32")
-    embedded = keras.layers.Embedding(50, 8, mask_zero=True)(tokens)
-    encoded = PositionalEncoding()(embedded)
-    assert getattr(encoded, "_keras_mask", None) is not None
-    model = keras.Model(tokens, _MaskProbe()(encoded))
-    batch = np.array([[5, 3, 0, 0], [7, 1, 2, 0]], "int32")
-    np.testing.assert_array_equal(model(batch), (batch != 0).astype("float32"))
 
 
 def test_compute_mask_returns_incoming_mask():

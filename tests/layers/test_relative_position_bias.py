@@ -45,6 +45,7 @@ def layer_with_readable_table(num_heads=2, **kwargs):
 
 class TestRelativePositionBiasSuite(LayerSuite):
     input_shapes = ((NUM_HEADS, None, None),)
+    expected_trainable_weights = 1
 
     def make_layer(self, **overrides):
         return RelativePositionBias(
