@@ -1,8 +1,9 @@
 """Models composed from kerapos layers; position schemes come only via `kerapos.positions`."""
 
+from kerapos.layers.transformer_block import TransformerBlock  # noqa: F401  (public here too)
 from kerapos.models.lstm_classifier import build_lstm_classifier
-from kerapos.models.transformer import TransformerBlock
 from kerapos.models.transformer import build_transformer_classifier
+from kerapos.utils import checks
 
 CLASSIFIERS = {
     "lstm": build_lstm_classifier,
@@ -12,11 +13,7 @@ CLASSIFIERS = {
 
 def build_classifier(model, **kwargs):
     """Builds a classifier by name (`lstm` or `transformer`)."""
-    if model not in CLASSIFIERS:
-        raise ValueError(
-            f"Unknown model {model!r}; choose one of {sorted(CLASSIFIERS)}."
-        )
-    return CLASSIFIERS[model](**kwargs)
+    return CLASSIFIERS[checks.choice(model, "model", tuple(CLASSIFIERS))](**kwargs)
 
 
 def build_classifier_from_options(options, vocab_size, num_classes):

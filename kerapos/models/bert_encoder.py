@@ -5,8 +5,8 @@ masked-language-model head.
 (inputs ``token_ids``, ``segment_ids``, ``padding_mask``; outputs
 ``sequence_output`` and ``pooled_output``), so fine-tuning code written for
 keras-hub BERT runs on it unchanged, but it is a pre-norm Transformer (Xiong
-et al. 2020, arXiv:2002.04745) built from `kerapos.models.transformer.
-TransformerBlock` and any position scheme: input schemes ("sinusoidal",
+et al. 2020, arXiv:2002.04745) built from `kerapos.layers.TransformerBlock`
+and any position scheme: input schemes ("sinusoidal",
 "learned") are added to the embeddings, attention schemes ("rotary", "xpos",
 "alibi" in its symmetric form, "t5") act in every block, "none" has no
 positions at all.
@@ -24,9 +24,11 @@ import keras_hub
 from keras import ops
 
 from kerapos import positions
-from kerapos.models.transformer import TransformerBlock
+from kerapos.models.embedding import input_position_layer
+from kerapos.models.embedding import position_arguments
+from kerapos.models.embedding import transformer_blocks
+from kerapos.utils import checks
 
-POSITION_LAYER_NAME = "position_embedding"
 NUM_SEGMENTS = 2
 
 
@@ -49,6 +51,9 @@ class BertEncoderBackbone(keras.Model):
             it, ignored by other schemes, which have no length limit).
         num_layers, hidden_dim, num_heads, intermediate_dim: sizes.
         dropout: float, on embeddings, attention and residuals.
+        dtype: None or a dtype policy (name or `keras.DTypePolicy`) for every
+            layer, as keras-hub backbones take it. None: the global policy,
+            with the final LayerNorm and the pooler in float32.
 
     Attributes:
         hidden_dim: int.
@@ -86,58 +91,41 @@ class BertEncoderBackbone(keras.Model):
         num_heads=4,
         intermediate_dim=512,
         dropout=0.1,
+        dtype=None,
         **kwargs,
     ):
-        kind = positions.where(position)  # ValueError for unknown names
-        for name, value in (("vocabulary_size", vocabulary_size), ("num_layers", num_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-        position_config = dict(position_config or {})
-        if position == "alibi":
-            position_config.setdefault("causal", False)
-        if position == "learned":
-            if max_sequence_length is None:
-                raise ValueError(
-                    "position='learned' needs max_sequence_length (the size of its table)."
-                )
-            position_config.setdefault("max_length", max_sequence_length)
+        vocabulary_size = checks.integer(vocabulary_size, "vocabulary_size", minimum=1)
+        num_layers = checks.integer(num_layers, "num_layers", minimum=1)
+        position_config = position_arguments(
+            position,
+            position_config,
+            causal=False,
+            max_length=max_sequence_length,
+            length_name="max_sequence_length",
+        )
 
         # === Layers ===
         token_embedding = keras_hub.layers.ReversibleEmbedding(
-            vocabulary_size, hidden_dim, tie_weights=True, name="token_embedding"
+            vocabulary_size, hidden_dim, tie_weights=True, dtype=dtype, name="token_embedding"
         )
         segment_embedding = keras.layers.Embedding(
-            NUM_SEGMENTS, hidden_dim, name="segment_embedding"
+            NUM_SEGMENTS, hidden_dim, dtype=dtype, name="segment_embedding"
         )
-        position_layer = (
-            positions.get(position, name=POSITION_LAYER_NAME, **position_config)
-            if kind == "input"
-            else None
-        )
-        blocks = [
-            TransformerBlock(
-                num_heads=num_heads,
-                hidden_dim=hidden_dim,
-                intermediate_dim=intermediate_dim,
-                dropout=dropout,
-                position=position,
-                position_config=position_config if kind == "attention" else None,
-                causal=False,
-                name=f"block_{index}",
-            )
-            for index in range(num_layers)
-        ]
+        position_layer = input_position_layer(position, {**position_config, "dtype": dtype})
+        sizes = dict(num_heads=num_heads, hidden_dim=hidden_dim, intermediate_dim=intermediate_dim)
+        blocks = list(transformer_blocks(num_layers, position, position_config, dropout=dropout,
+                                         causal=False, dtype=dtype, **sizes))
 
         # === Functional model ===
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         segment_ids = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
         padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
         x = token_embedding(token_ids)  # [batch, seq, hidden]
-        x = keras.layers.Rescaling(math.sqrt(hidden_dim), name="embedding_scale")(x)
-        x = keras.layers.Add(name="embeddings_add")([x, segment_embedding(segment_ids)])
+        x = keras.layers.Rescaling(math.sqrt(hidden_dim), dtype=dtype, name="embedding_scale")(x)
+        x = keras.layers.Add(dtype=dtype, name="embeddings_add")([x, segment_embedding(segment_ids)])
         if position_layer is not None:
             x = position_layer(x)
-        x = keras.layers.Dropout(dropout, name="embeddings_dropout")(x)
+        x = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")(x)
         key_mask = ops.cast(padding_mask, "bool")  # [batch, seq]
         for block in blocks:
             x = block(x, mask=key_mask)
@@ -146,11 +134,12 @@ class BertEncoderBackbone(keras.Model):
         # themselves) and heads such as MaskedLMHead warn on one. A plain op
         # drops it.
         x = ops.multiply(x, ops.cast(1, x.dtype))
+        output_dtype = "float32" if dtype is None else dtype
         sequence_output = keras.layers.LayerNormalization(
-            epsilon=1e-5, dtype="float32", name="final_norm"
+            epsilon=1e-5, dtype=output_dtype, name="final_norm"
         )(x)  # [batch, seq, hidden]
         pooled_output = keras.layers.Dense(
-            hidden_dim, activation="tanh", dtype="float32", name="pooled_dense"
+            hidden_dim, activation="tanh", dtype=output_dtype, name="pooled_dense"
         )(sequence_output[:, 0, :])  # [batch, hidden]
         super().__init__(
             inputs={
@@ -161,6 +150,10 @@ class BertEncoderBackbone(keras.Model):
             outputs={"sequence_output": sequence_output, "pooled_output": pooled_output},
             **kwargs,
         )
+        # As keras_hub.models.Backbone: the model's own policy is the one given.
+        self._backbone_dtype = None if dtype is None else keras.dtype_policies.get(dtype)
+        if self._backbone_dtype is not None:
+            self.dtype_policy = self._backbone_dtype
 
         # === Config ===
         self.vocabulary_size = vocabulary_size
@@ -176,7 +169,7 @@ class BertEncoderBackbone(keras.Model):
 
     @property
     def max_sequence_length(self):
-        return self._position_layer.max_length if self.position == "learned" else None
+        return positions.scheme(self.position).max_length(self._position_layer)
 
     @max_sequence_length.setter
     def max_sequence_length(self, value):
@@ -186,15 +179,16 @@ class BertEncoderBackbone(keras.Model):
             raise ValueError(
                 f"max_sequence_length follows the position table "
                 f"({self.max_sequence_length}); grow a learned table with "
-                f"get_layer({POSITION_LAYER_NAME!r}).extend_to({value}) instead of "
+                f"get_layer({positions.INPUT_LAYER_NAME!r}).extend_to({value}) instead of "
                 "setting it"
             )
 
     def get_config(self):
         position_config = dict(self.position_config)
-        if self.position == "learned":
+        scheme = positions.scheme(self.position)
+        if scheme.bounded:
             # The table may have been extended since construction.
-            position_config["max_length"] = self.max_sequence_length
+            position_config[scheme.length_argument] = self.max_sequence_length
         return {
             "name": self.name,
             "trainable": self.trainable,
@@ -207,10 +201,18 @@ class BertEncoderBackbone(keras.Model):
             "num_heads": self.num_heads,
             "intermediate_dim": self.intermediate_dim,
             "dropout": self.dropout,
+            "dtype": (
+                None
+                if self._backbone_dtype is None
+                else keras.dtype_policies.serialize(self._backbone_dtype)
+            ),
         }
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
 
 

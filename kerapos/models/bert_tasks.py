@@ -4,7 +4,8 @@
   position table: a keras-hub `BertBackbone` is rebuilt around a kerapos
   `LearnedPositionEmbedding` (initialised from the checkpoint's table, then
   grown by interpolation or copying); an encoder that already has a
-  `LearnedPositionEmbedding` named ``"position_embedding"`` is grown in place.
+  `LearnedPositionEmbedding` named `positions.INPUT_LAYER_NAME`
+  (``"position_embedding"``) is grown in place.
 * `build_sequence_classifier` / `build_token_classifier` put a softmax head on
   the encoder's pooled output (or first token) / on every token.
 * `enable_lora` freezes the encoder except low-rank adapters (Hu et al. 2021,
@@ -22,9 +23,11 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from kerapos import positions
 from kerapos.data.conll import IGNORE_LABEL
 from kerapos.layers.learned_position_embedding import EXTEND_METHODS
 from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding
+from kerapos.utils import checks
 
 POOLING = ("pooled", "first")
 # Names of the attention projections that get LoRA adapters: keras-hub's
@@ -72,7 +75,7 @@ def rebuild_with_learned_positions(backbone):
     position_layer = LearnedPositionEmbedding(
         max_length=backbone.max_sequence_length,
         dtype=backbone.position_embedding.dtype_policy,
-        name="position_embedding",
+        name=positions.INPUT_LAYER_NAME,
     )
     inputs = _encoder_inputs()
     tokens = backbone.token_embedding(inputs["token_ids"])  # [batch, seq, hidden]
@@ -101,7 +104,7 @@ def extend_positions(encoder, new_length, method="interpolate"):
     Args:
         encoder: a `keras_hub.models.BertBackbone`, or a keras.Model with the
             same call contract whose learned positions (if any) are a
-            `LearnedPositionEmbedding` named ``"position_embedding"``.
+            `LearnedPositionEmbedding` named `positions.INPUT_LAYER_NAME`.
         new_length: positions wanted; larger than the checkpoint's table.
         method: `"interpolate"` or `"copy"` (see
             `LearnedPositionEmbedding.extend_to`).
@@ -115,14 +118,12 @@ def extend_positions(encoder, new_length, method="interpolate"):
         ValueError: `new_length` is not larger than the table, or `method`
             is unknown.
     """
-    if method not in EXTEND_METHODS:
-        raise ValueError(
-            f"--extension_method={method!r} is not one of {', '.join(EXTEND_METHODS)}"
-        )
+    method = checks.choice(method, "method", EXTEND_METHODS)
+    new_length = checks.integer(new_length, "new_length", minimum=1)
     if isinstance(encoder, keras_hub.models.BertBackbone):
         encoder = rebuild_with_learned_positions(encoder)
     try:
-        position_layer = encoder.get_layer("position_embedding")
+        position_layer = encoder.get_layer(positions.INPUT_LAYER_NAME)
     except ValueError:
         position_layer = None
     if not isinstance(position_layer, LearnedPositionEmbedding):
@@ -133,8 +134,8 @@ def extend_positions(encoder, new_length, method="interpolate"):
     old_length = position_layer.max_length
     if new_length <= old_length:
         raise ValueError(
-            f"--extend_positions_to={new_length} must be larger than the "
-            f"checkpoint's {old_length} positions (leave it at 0 to keep them)"
+            f"`new_length` ({new_length}) must be larger than the "
+            f"checkpoint's {old_length} positions"
         )
     position_layer.extend_to(new_length, method=method)
     encoder.max_sequence_length = int(new_length)
@@ -155,8 +156,7 @@ def build_sequence_classifier(encoder, num_classes, pooling="pooled", dropout=0.
     Returns:
         keras.Model: encoder inputs -> float32 probabilities `[batch, num_classes]`.
     """
-    if pooling not in POOLING:
-        raise ValueError(f"--pooling={pooling!r} is not one of {', '.join(POOLING)}")
+    pooling = checks.choice(pooling, "pooling", POOLING)
     inputs = _encoder_inputs()
     outputs = encoder(inputs)
     if pooling == "pooled":
@@ -205,6 +205,7 @@ def enable_lora(encoder, rank):
     Raises:
         ValueError: no layer of the encoder can take LoRA.
     """
+    rank = checks.integer(rank, "rank", minimum=1)
     sublayers = encoder._flatten_layers(include_self=False)
     for layer in sublayers:
         layer.trainable = False
@@ -218,9 +219,9 @@ def enable_lora(encoder, rank):
             adapted += 1
     if not adapted:
         raise ValueError(
-            f"--lora_rank: the encoder {encoder.name} has no attention projection "
-            f"named {' or '.join(LORA_TARGET_NAMES)} that supports LoRA; use "
-            "--lora_rank=0 (full fine-tuning)"
+            f"`rank`: the encoder {encoder.name} has no attention projection "
+            f"named {' or '.join(LORA_TARGET_NAMES)} that supports LoRA; "
+            "fine-tune it fully instead"
         )
     return adapted
 

@@ -3,12 +3,11 @@
 `build_causal_lm` makes the model; `rebuild_causal_lm` rebuilds it with other
 position settings (RoPE scaling, log-n) and the same weights, for
 inference-time context extension without retraining; `extend_learned_positions`
-grows a learned position table; `sample_tokens` decodes from it.
+grows a learned position table; `sample_tokens` decodes from it. Saving and
+loading with the tokenizer and training length: `kerapos.checkpoints.language_model`.
 """
 
-import json
 import math
-import pathlib
 
 import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
@@ -16,8 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from kerapos import positions
-from kerapos.data.byte_tokenizer import tokenizer_from_config
-from kerapos.models.transformer import TransformerBlock
+from kerapos.models.embedding import input_position_layer
+from kerapos.models.embedding import position_arguments
+from kerapos.models.embedding import transformer_blocks
+from kerapos.utils import checks
 
 # Context used when a prompt is empty: the model has no begin-of-text token,
 # and training documents are joined with blank lines.
@@ -76,20 +77,11 @@ def build_causal_lm(
     >>> model(np.zeros((2, 10), "int32")).shape  # [batch, seq, vocab]
     TensorShape([2, 10, 256])
     """
-    kind = positions.where(position)  # ValueError for unknown names
-    if not (isinstance(vocab_size, int) and vocab_size > 0):
-        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}.")
-    if not (isinstance(num_layers, int) and num_layers >= 1):
-        raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}.")
-    position_config = dict(position_config or {})
-    if position == "learned":
-        if max_length is None:
-            raise ValueError(
-                "position='learned' needs max_length (the size of its table)."
-            )
-        position_config.setdefault("max_length", max_length)
-    if position == "alibi":
-        position_config.setdefault("causal", True)
+    vocab_size = checks.integer(vocab_size, "vocab_size", minimum=1)
+    num_layers = checks.integer(num_layers, "num_layers", minimum=1)
+    position_config = position_arguments(
+        position, position_config, causal=True, max_length=max_length
+    )
 
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     embedding = keras.layers.ReversibleEmbedding(
@@ -97,21 +89,14 @@ def build_causal_lm(
     )
     x = embedding(token_ids)  # [batch, seq, hidden]
     x = keras.layers.Rescaling(math.sqrt(hidden_dim), name="embedding_scale")(x)
-    if kind == "input":
-        x = positions.get(position, name="position_encoding", **position_config)(x)
+    position_layer = input_position_layer(position, position_config)
+    if position_layer is not None:
+        x = position_layer(x)
     x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-    for index in range(num_layers):
-        x = TransformerBlock(
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            intermediate_dim=intermediate_dim,
-            dropout=dropout,
-            position=position,
-            position_config=position_config if kind == "attention" else None,
-            causal=True,
-            logn_train_length=logn_train_length,
-            name=f"block_{index}",
-        )(x)
+    sizes = dict(num_heads=num_heads, hidden_dim=hidden_dim, intermediate_dim=intermediate_dim)
+    for block in transformer_blocks(num_layers, position, position_config, dropout=dropout,
+                                    causal=True, logn_train_length=logn_train_length, **sizes):
+        x = block(x)  # [batch, seq, hidden_dim]
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
     logits = embedding(x, reverse=True)  # [batch, seq, vocab]
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
@@ -142,20 +127,29 @@ def rebuild_causal_lm(model, build_config, **overrides):
 
 
 def extend_learned_positions(model, build_config, new_max_length, method="interpolate"):
-    """A copy of a "learned"-position LM whose table has `new_max_length` rows.
+    """A copy of an LM with a bounded scheme whose table has `new_max_length` rows.
 
-    See `LearnedPositionEmbedding.extend_to` for the methods ("interpolate":
+    For schemes whose layer ends at a length (`Scheme.bounded`: "learned");
+    see `LearnedPositionEmbedding.extend_to` for the methods ("interpolate":
     position interpolation, Chen et al. 2023, arXiv:2306.15595; "copy").
     The original model is left unchanged.
+
+    Args:
+        model: a model made by `build_causal_lm(**build_config)`.
+        build_config: dict of the arguments it was built with.
+        new_max_length: int, rows of the grown table.
+        method: a method of the scheme's `extension_methods`.
     """
-    if build_config.get("position") != "learned":
+    scheme = positions.scheme(build_config.get("position"))
+    if not scheme.bounded:
         raise ValueError(
-            f"extend_learned_positions needs a 'learned' model, got position="
-            f"{build_config.get('position')!r}."
+            f"extend_learned_positions needs a model whose position table ends "
+            f"(a bounded scheme such as 'learned'), got position={scheme.name!r}."
         )
     copy = build_causal_lm(**build_config)
     copy.set_weights(model.get_weights())
-    copy.get_layer("position_encoding").extend_to(new_max_length, method=method)
+    for layer in positions.position_layers(copy):
+        scheme.extend(layer, new_max_length, method)
     return copy
 
 
@@ -202,14 +196,10 @@ def sample_tokens(
     Returns:
         int list of the new token ids.
     """
-    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 0):
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}.")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
-    if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
-        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}.")
-    if context_length is not None and context_length < 1:
-        raise ValueError(f"context_length must be >= 1, got {context_length}.")
+    max_new_tokens = checks.integer(max_new_tokens, "max_new_tokens", minimum=0)
+    temperature = checks.number(temperature, "temperature", minimum=0.0)  # 0: greedy
+    top_k = checks.integer(top_k, "top_k", minimum=1, allow_none=True)
+    context_length = checks.integer(context_length, "context_length", minimum=1, allow_none=True)
     last_logits = last_logits or last_logits_function(model)
     rng = np.random.default_rng(seed)
     tokens = [int(t) for t in prompt_ids] or list(EMPTY_PROMPT_CONTEXT)
@@ -230,42 +220,3 @@ def sample_tokens(
         tokens.append(next_token)
         new_tokens.append(next_token)
     return new_tokens
-
-
-def save_language_model(model, path, build_config, tokenizer, train_length):
-    """Saves `model` to `path` (`.keras`) and a JSON sidecar beside it
-    (`path` with `.json`): the build config, tokenizer and training length."""
-    path = pathlib.Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(f"a language model path must end in .keras, got {path}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    sidecar = {
-        "build_config": build_config,
-        "tokenizer": tokenizer.config(),
-        "train_length": int(train_length),
-    }
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True))
-
-
-def load_language_model(path):
-    """Loads what `save_language_model` wrote.
-
-    Returns:
-        `(model, tokenizer, sidecar dict)`.
-    """
-    path = pathlib.Path(path)
-    sidecar_path = path.with_suffix(".json")
-    if path.suffix != ".keras" or not path.is_file():
-        raise ValueError(
-            f"no language model at {path}: pass a .keras file written by "
-            "trainers/extrapolation.py (<output_dir>/models/<scheme>.keras)."
-        )
-    if not sidecar_path.is_file():
-        raise ValueError(
-            f"{sidecar_path} is missing: it holds the tokenizer and training "
-            f"length of {path.name}, and is written beside it by the trainer."
-        )
-    sidecar = json.loads(sidecar_path.read_text())
-    model = keras.saving.load_model(path)
-    return model, tokenizer_from_config(sidecar["tokenizer"]), sidecar

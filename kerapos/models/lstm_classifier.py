@@ -5,6 +5,8 @@ import keras
 
 from kerapos import positions
 from kerapos.models.embedding import embed_tokens
+from kerapos.models.embedding import position_arguments
+from kerapos.utils import checks
 
 
 def build_lstm_classifier(
@@ -41,18 +43,19 @@ def build_lstm_classifier(
         A `keras.Model` from int token ids `[batch, seq]` to class
         probabilities `[batch, num_classes]` (float32 under mixed precision).
     """
-    kind = positions.where(position)
-    if kind == "attention":
+    vocab_size = checks.integer(vocab_size, "vocab_size", minimum=1)
+    num_classes = checks.integer(num_classes, "num_classes", minimum=1)
+    position_config = position_arguments(position, position_config, max_length=max_length)
+    if positions.where(position) == "attention":
+        input_schemes = [name for name in positions.available() if positions.where(name) != "attention"]
         raise ValueError(
             f"The lstm model takes position schemes that act on the input "
-            f"({', '.join(n for n in positions.available() if positions.where(n) != 'attention')}); "
-            f"{position!r} acts inside attention: use --model=transformer."
+            f"({', '.join(input_schemes)}); {position!r} acts inside attention: "
+            "use model='transformer'."
         )
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     # [batch, seq, embedding_dim], mask [batch, seq]
-    x = embed_tokens(
-        token_ids, vocab_size, embedding_dim, position, position_config, max_length, word_dropout
-    )
+    x = embed_tokens(token_ids, vocab_size, embedding_dim, position, position_config, word_dropout)
     if dropout:
         x = keras.layers.Dropout(dropout)(x)
     x = keras.layers.LSTM(lstm_units, name="lstm")(x)  # [batch, lstm_units]

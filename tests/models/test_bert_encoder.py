@@ -125,6 +125,7 @@ def test_masked_lm_head_is_tied_and_reads_the_masked_positions():
     mean = hidden.mean(-1, keepdims=True)
     variance = hidden.var(-1, keepdims=True)
     norm = head._intermediate_layer_norm
-    hidden = (hidden - mean) / np.sqrt(variance + norm.epsilon) * np.asarray(norm.gamma) + np.asarray(norm.beta)
+    hidden = (hidden - mean) / np.sqrt(variance + norm.epsilon)
+    hidden = hidden * np.asarray(norm.gamma) + np.asarray(norm.beta)
     expected = hidden @ np.asarray(tables[0]).T + np.asarray(head._bias)
     np.testing.assert_allclose(logits, expected, atol=1e-4)

@@ -16,8 +16,8 @@ from kerapos.data.conll import align_labels_to_wordpieces
 from kerapos.data.conll import read_conll
 from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding
 from kerapos.models import bert_tasks
-from kerapos.models.bert import default_checkpoint
-from kerapos.models.bert import load_bert_checkpoint
+from kerapos.checkpoints.bert import default_checkpoint
+from kerapos.checkpoints.bert import load_bert_checkpoint
 from helpers import REPO_ROOT
 
 CONLL_FIXTURE = f"{REPO_ROOT}/tests/fixtures/conll/conll2003_sample.txt"
@@ -96,14 +96,14 @@ def test_extend_positions_errors_and_encoders_without_a_table(minilm):
     backbone, _ = minilm
     with pytest.raises(ValueError, match="must be larger than the checkpoint's 512"):
         bert_tasks.extend_positions(backbone, 512)
-    with pytest.raises(ValueError, match="--extension_method='nearest'"):
+    with pytest.raises(ValueError, match="`method` must be one of 'interpolate', 'copy'; got 'nearest'"):
         bert_tasks.extend_positions(backbone, 1024, "nearest")
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     no_table = keras.Model(token_ids, keras.layers.Embedding(10, 4)(token_ids))
     same, note = bert_tasks.extend_positions(no_table, 1024)
     assert same is no_table and note.startswith("not extended")
     assert bert_tasks.position_capacity(no_table) is None
-    with pytest.raises(ValueError, match="--lora_rank"):
+    with pytest.raises(ValueError, match="no attention projection named .* that supports LoRA"):
         bert_tasks.enable_lora(no_table, 2)
 
 

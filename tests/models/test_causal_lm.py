@@ -1,5 +1,5 @@
 """The causal LM: shapes, causality for every scheme, tied output, rebuilds,
-learned-table extension, sampling and save/load."""
+learned-table extension and sampling."""
 
 import numpy as np
 import pytest
@@ -8,13 +8,10 @@ import kerapos  # noqa: F401
 import keras
 
 from kerapos import positions
-from kerapos.data.byte_tokenizer import ByteTokenizer
 from kerapos.models.causal_lm import build_causal_lm
 from kerapos.models.causal_lm import extend_learned_positions
-from kerapos.models.causal_lm import load_language_model
 from kerapos.models.causal_lm import rebuild_causal_lm
 from kerapos.models.causal_lm import sample_tokens
-from kerapos.models.causal_lm import save_language_model
 
 TINY = dict(num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32)
 
@@ -98,11 +95,16 @@ def test_extend_learned_positions_keeps_original_and_accepts_longer():
         model(np.zeros((1, 16), np.int32))
     longer = extend_learned_positions(model, config, 16)
     assert longer(np.zeros((1, 16), np.int32)).shape == (1, 16, 40)
-    table = longer.get_layer("position_encoding").embeddings.numpy()
-    original = model.get_layer("position_encoding").embeddings.numpy()
+    table = longer.get_layer(positions.INPUT_LAYER_NAME).embeddings.numpy()
+    original = model.get_layer(positions.INPUT_LAYER_NAME).embeddings.numpy()
     assert table.shape == (16, 16) and original.shape == (8, 16)
     np.testing.assert_allclose(table[0], original[0])
     np.testing.assert_allclose(table[2], original[1])  # p * 8 / 16 = 1
+    with pytest.raises(ValueError, match="cannot be extended with 'nearest'"):
+        extend_learned_positions(model, config, 16, method="nearest")
+    rotary = _config("rotary")
+    with pytest.raises(ValueError, match="a bounded scheme such as 'learned'.*'rotary'"):
+        extend_learned_positions(build_causal_lm(**rotary), rotary, 16)
 
 
 def test_sample_tokens_seeded_greedy_and_context():
@@ -122,17 +124,3 @@ def test_sample_tokens_seeded_greedy_and_context():
         sample_tokens(model, prompt, 2, temperature=-1)
     with pytest.raises(ValueError, match="top_k"):
         sample_tokens(model, prompt, 2, top_k=0)
-
-
-def test_save_and_load_language_model(tmp_path):
-    config = _config("t5", vocab_size=256)
-    model = build_causal_lm(**config)
-    path = tmp_path / "models" / "t5.keras"
-    save_language_model(model, path, config, ByteTokenizer(), train_length=24)
-    loaded, tokenizer, info = load_language_model(path)
-    ids = np.arange(12, dtype=np.int32)[None]
-    np.testing.assert_allclose(np.asarray(loaded(ids)), np.asarray(model(ids)), atol=1e-6)
-    assert info["train_length"] == 24 and tokenizer.vocab_size == 256
-    assert info["build_config"] == config
-    with pytest.raises(ValueError, match="no language model"):
-        load_language_model(tmp_path / "missing.keras")

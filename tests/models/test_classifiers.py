@@ -6,8 +6,8 @@ import pytest
 
 from kerapos import positions
 from kerapos.models import build_classifier
-from kerapos.models.transformer import MaskedPooling
-from kerapos.models.transformer import TransformerBlock
+from kerapos.layers.masked_pooling import MaskedPooling
+from kerapos.layers.transformer_block import TransformerBlock
 
 INPUT_SCHEMES = [n for n in positions.available() if positions.where(n) != "attention"]
 TINY_TRANSFORMER = dict(num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32)
@@ -50,7 +50,7 @@ def test_word_dropout_drops_whole_tokens_only_while_training(model):
     sizes = TINY_TRANSFORMER if model == "transformer" else dict(embedding_dim=16)
     classifier = build_classifier(model, vocab_size=50, num_classes=2, position="sinusoidal",
                                   max_length=64, word_dropout=rate, **sizes)
-    kept = classifier.get_layer("position_encoding").output
+    kept = classifier.get_layer(positions.INPUT_LAYER_NAME).output
     dropped = classifier.get_layer("word_dropout").output
     probe = keras.Model(classifier.input, [kept, dropped])
     ids = np.random.default_rng(1).integers(1, 50, size=(32, 64)).astype("int32")
@@ -66,7 +66,7 @@ def test_word_dropout_drops_whole_tokens_only_while_training(model):
 
 
 def test_lstm_rejects_attention_schemes():
-    with pytest.raises(ValueError, match="use --model=transformer"):
+    with pytest.raises(ValueError, match="use model='transformer'"):
         build_classifier("lstm", vocab_size=50, num_classes=2, position="alibi")
 
 
