@@ -8,6 +8,7 @@
 """
 
 import argparse
+import logging
 import sys
 
 from kerapos.data import sources
@@ -87,4 +88,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    # The progress `sources.fetch` logs (downloading, unpacking) goes to
+    # stderr as plain lines.
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
     sys.exit(main())

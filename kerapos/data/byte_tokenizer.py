@@ -16,7 +16,6 @@ ragged = tokenizer.encode_tf(tf.constant(["a", "héllo"]))  # in-graph
 ```
 """
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import numpy as np
 import tensorflow as tf
 

@@ -24,6 +24,7 @@ import re
 import numpy as np
 
 from kerapos.data import sources
+from kerapos.utils import checks
 
 DOCSTART = "-DOCSTART-"
 # Label id for positions a loss and the metrics must skip (continuation
@@ -53,6 +54,7 @@ BROWN_FILE_PATTERN = re.compile(r"c[a-r]\d\d")
 VALIDATION_FRACTION = 0.1
 TEST_FRACTION = 0.1
 TAGSETS = ("universal", "brown")
+SPLIT_NAMES = ("train", "validation", "test")
 
 UNIVERSAL_TAGS = (
     "ADJ",
@@ -278,9 +280,8 @@ def read_conll(path_or_lines, token_column=0, tag_column=-1):
         ConllError (a ValueError): the file is missing or not UTF-8, or a
             line has too few columns (its line number is given).
     """
-    for name, column in (("token_column", token_column), ("tag_column", tag_column)):
-        if isinstance(column, bool) or not isinstance(column, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer; got {column!r}")
+    token_column = checks.integer(token_column, "token_column")
+    tag_column = checks.integer(tag_column, "tag_column")
     if token_column == tag_column:
         raise ValueError(
             f"token_column and tag_column are both {token_column}; they must "
@@ -340,8 +341,7 @@ def _split_indices(group_keys, seed):
     groups are test, the next ``round(0.1 G)`` validation, the rest train.
     Each split holds item indices in ascending (original) order.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
+    checks.integer(seed, "seed")
     group_index = {}
     item_groups = np.array(
         [group_index.setdefault(key, len(group_index)) for key in group_keys],
@@ -356,6 +356,29 @@ def _split_indices(group_keys, seed):
     group_split[order[:num_test]] = 2
     item_split = group_split[item_groups]
     return tuple(np.flatnonzero(item_split == split) for split in range(3))
+
+
+def _token_classification_data(name, source_name, path, splits, label_names, seed,
+                               split_rule, **details):
+    """The `TokenClassificationData` of `splits` (train, validation, test).
+
+    Its ``info`` holds `name`, the registry spec of `source_name`, `path`, the
+    `split_rule` (how the split was made), `seed`, the sentences per split
+    and `details` (data-set specific entries).
+    """
+    return TokenClassificationData(
+        *splits,
+        label_names=label_names,
+        info={
+            "name": name,
+            "source": sources.get_source(source_name).spec,
+            "path": str(path),
+            "split": split_rule,
+            "seed": int(seed),
+            "counts": {split_name: len(split) for split_name, split in zip(SPLIT_NAMES, splits)},
+            **details,
+        },
+    )
 
 
 def _bio_label_names(entity_types):
@@ -414,25 +437,14 @@ def load_wnut16(seed=0):
         [tuple(sentence.tokens) for sentence in sentences], seed
     )
     splits = [[sentences[i] for i in indices] for indices in (train, validation, test)]
-    return TokenClassificationData(
-        *splits,
-        label_names=label_names,
-        info={
-            "name": "wnut16",
-            "source": sources.get_source("wnut").spec,
-            "path": str(path),
-            "split": (
-                "tweets grouped by identical token sequence (2,295 groups); "
-                "numpy default_rng(seed).permutation of the groups: first 10% "
-                "test, next 10% validation, rest train; each split in file order"
-            ),
-            "seed": int(seed),
-            "counts": {
-                name: len(split)
-                for name, split in zip(("train", "validation", "test"), splits)
-            },
-            "entity_types": entity_types,
-        },
+    return _token_classification_data(
+        "wnut16", "wnut", path, splits, label_names, seed,
+        split_rule=(
+            "tweets grouped by identical token sequence (2,295 groups); "
+            "numpy default_rng(seed).permutation of the groups: first 10% "
+            "test, next 10% validation, rest train; each split in file order"
+        ),
+        entity_types=entity_types,
     )
 
 
@@ -540,8 +552,7 @@ def load_brown_pos(seed=0, tagset="universal"):
         kerapos.data.sources.DataError: the source cannot be fetched, or does
             not hold the expected corpus.
     """
-    if tagset not in TAGSETS:
-        raise ValueError(f"unknown tagset {tagset!r}; choose one of {list(TAGSETS)}")
+    checks.choice(tagset, "tagset", TAGSETS)
     directory = sources.fetch("brown", quiet=True)
     file_ids = sorted(
         entry.name for entry in directory.iterdir()
@@ -590,24 +601,15 @@ def load_brown_pos(seed=0, tagset="universal"):
         [sentence for file_id in files for sentence in sentences_by_file[file_id]]
         for files in split_files
     ]
-    split_names = ("train", "validation", "test")
-    return TokenClassificationData(
-        *splits,
-        label_names=label_names,
-        info={
-            "name": "brown_pos",
-            "source": sources.get_source("brown").spec,
-            "path": str(directory),
-            "tagset": tagset,
-            "split": (
-                "by file: numpy default_rng(seed).permutation of the 500 "
-                "sorted file ids; first 50 test, next 50 validation, 400 train"
-            ),
-            "seed": int(seed),
-            "counts": {name: len(split) for name, split in zip(split_names, splits)},
-            "files": dict(zip(split_names, split_files)),
-            "categories": _read_brown_categories(directory),
-        },
+    return _token_classification_data(
+        "brown_pos", "brown", directory, splits, label_names, seed,
+        split_rule=(
+            "by file: numpy default_rng(seed).permutation of the 500 "
+            "sorted file ids; first 50 test, next 50 validation, 400 train"
+        ),
+        tagset=tagset,
+        files=dict(zip(SPLIT_NAMES, split_files)),
+        categories=_read_brown_categories(directory),
     )
 
 
@@ -640,19 +642,14 @@ def align_labels_to_wordpieces(words, tags, tokenizer, label_to_id, max_length):
 
     Raises:
         ValueError: lengths differ, a tag is missing from `label_to_id`, or
-            `max_length` is below 2.
+            `max_length` is below 2 (no room for [CLS] and [SEP]).
     """
     words, tags = list(words), list(tags)
     if len(words) != len(tags):
         raise ValueError(
             f"need one tag per word; got {len(words)} words and {len(tags)} tags"
         )
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
-        raise ValueError(f"max_length must be an integer; got {max_length!r}")
-    if max_length < 2:
-        raise ValueError(
-            f"max_length must be at least 2 (room for [CLS] and [SEP]); got {max_length}"
-        )
+    max_length = checks.integer(max_length, "max_length", minimum=2)
     unknown = sorted({tag for tag in tags if tag not in label_to_id}, key=str)
     if unknown:
         raise ValueError(

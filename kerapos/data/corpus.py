@@ -42,6 +42,7 @@ import re
 import numpy as np
 
 from kerapos.data import sources
+from kerapos.utils import checks
 
 GUTENBERG_TEST_BOOKS = ("austen-persuasion", "chesterton-thursday")
 GUTENBERG_VALIDATION_BOOKS = ("carroll-alice", "bryant-stories")
@@ -248,8 +249,7 @@ def load_corpus(corpus="gutenberg", seed=0):
         DataError: missing or empty files, non-UTF-8 files, fewer than three
             documents, unknown corpus, or data that cannot be fetched.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
+    seed = checks.integer(seed, "seed")
     if isinstance(corpus, os.PathLike):
         corpus = os.fspath(corpus)
     if not isinstance(corpus, str) or not corpus.strip():

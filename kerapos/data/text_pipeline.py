@@ -8,10 +8,11 @@ and multi-worker training need (TF issue 80951): the tokenizer is put back in
 front of the model only for export.
 """
 
-import kerapos  # noqa: F401
 import keras
 import numpy as np
 import tensorflow as tf
+
+from kerapos.utils import checks
 
 # Bucket boundaries (tokens) for batching reviews of similar length together:
 # an LSTM pays for every padded step, so this saves a third of the work on IMDb.
@@ -27,9 +28,12 @@ def sanitize_text(texts):
 
 def build_vectorizer(train_texts, vocab_size, batch_size=1024):
     """A `TextVectorization` (lowercase, strip punctuation, split on spaces,
-    ragged int64 output) whose vocabulary comes from `train_texts` only."""
-    if vocab_size < 3:
-        raise ValueError(f"--vocab_size must be at least 3, got {vocab_size}.")
+    ragged int64 output) whose vocabulary comes from `train_texts` only.
+
+    `vocab_size` counts the padding id 0 and the out-of-vocabulary id 1, so it
+    must be at least 3.
+    """
+    vocab_size = checks.integer(vocab_size, "vocab_size", minimum=3)
     vectorizer = keras.layers.TextVectorization(
         max_tokens=vocab_size, output_mode="int", ragged=True, name="vectorizer"
     )

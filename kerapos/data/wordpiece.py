@@ -16,15 +16,14 @@ tokenizer(["the cat"])
 ```
 """
 
-import os
 import pathlib
-import tempfile
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras_hub
 import tensorflow as tf
 
 from kerapos.data.sources import DataError
+from kerapos.utils import atomic
+from kerapos.utils import checks
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
@@ -52,16 +51,13 @@ def learn_vocabulary(texts, vocabulary_size, lowercase=True):
         (suffix pieces start with ``##``).
 
     Raises:
-        ValueError: `vocabulary_size` leaves no room past the special tokens,
-            or the texts hold no words.
+        ValueError: `vocabulary_size` is not an integer above the number of
+            special tokens (it must leave room for one piece), or the texts
+            hold no words.
     """
-    if isinstance(vocabulary_size, bool) or not isinstance(vocabulary_size, int):
-        raise ValueError(f"vocabulary_size must be an int, got {vocabulary_size!r}.")
-    if vocabulary_size <= len(SPECIAL_TOKENS):
-        raise ValueError(
-            f"vocabulary_size must exceed the {len(SPECIAL_TOKENS)} special tokens "
-            f"{', '.join(SPECIAL_TOKENS)}; got {vocabulary_size}."
-        )
+    vocabulary_size = checks.integer(
+        vocabulary_size, "vocabulary_size", minimum=len(SPECIAL_TOKENS) + 1
+    )
     lines = text_lines(texts)
     if not lines:
         raise ValueError("cannot learn a vocabulary: the texts hold no words.")
@@ -76,14 +72,9 @@ def learn_vocabulary(texts, vocabulary_size, lowercase=True):
 
 
 def save_vocabulary(vocabulary, path):
-    """Writes one piece per line (UTF-8, ``\\n``) via a temporary file and a rename."""
+    """Writes one piece per line (UTF-8, ``\\n``) to `path`, atomically."""
     check_vocabulary(vocabulary, str(path))
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".txt", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
-        file.write("".join(f"{piece}\n" for piece in vocabulary))
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(f"{piece}\n" for piece in vocabulary))
 
 
 def load_vocabulary(path):

@@ -11,18 +11,14 @@ offsets refer to that repaired text, which equals the input when it was
 valid). Empty texts and an empty batch give valid (empty) outputs.
 """
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
-import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
 from keras_hub.src.tokenizers.word_piece_tokenizer import PUNCTUATION_REGEX
 from keras_hub.src.tokenizers.word_piece_tokenizer import WHITESPACE_AND_PUNCTUATION_REGEX
 
 from kerapos.data.text_pipeline import sanitize_text
-from kerapos.export.versioned import write_new_version
+from kerapos.export import writer
 from kerapos.models import bert_tasks
-
-TEXT_SIGNATURE = [tf.TensorSpec([None], tf.string, name="text")]
 
 
 def split_words(texts):
@@ -99,15 +95,11 @@ def make_token_classifier_serving_fn(model, tokenizer, label_names, max_length):
 
 
 def _export(model, serve, base_path):
-    def write(directory):
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        # The tokenizer needs no tracking: tf-text's FastWordpieceTokenizer
-        # keeps its vocabulary as a graph constant, not a resource.
-        archive.add_endpoint("serving_default", serve, input_signature=TEXT_SIGNATURE)
-        archive.write_out(directory, verbose=False)
-
-    return write_new_version(base_path, write)
+    # The tokenizer needs no tracking: tf-text's FastWordpieceTokenizer keeps
+    # its vocabulary as a graph constant, not a resource.
+    return writer.write_saved_model(
+        base_path, {writer.SERVING_DEFAULT: writer.Endpoint(serve)}, track=(model,)
+    )
 
 
 def export_bert_classifier(model, tokenizer, base_path, max_length):

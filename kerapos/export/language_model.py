@@ -8,15 +8,12 @@ dropped); an empty text is read as a newline (the model has no begin-of-text
 token). Any bytes are accepted: the byte tokenizer needs no valid UTF-8.
 """
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
-import keras
 import numpy as np
 import tensorflow as tf
 
-from kerapos.export.versioned import write_new_version
+from kerapos.export import writer
 from kerapos.models.causal_lm import EMPTY_PROMPT_CONTEXT
-
-TEXT_SIGNATURE = [tf.TensorSpec([None], tf.string, name="text")]
+from kerapos.utils import checks
 
 
 def make_serving_fn(model, tokenizer, max_context, top_k=5):
@@ -83,19 +80,14 @@ def export_language_model(model, tokenizer, base_path, max_context, top_k=5):
 
     Returns:
         `pathlib.Path` of the version directory written.
+
+    Raises:
+        ValueError: `top_k` is not an integer in [1, vocabulary size], or
+            `max_context` not an integer >= 1.
     """
-    if not (isinstance(top_k, int) and 1 <= top_k <= tokenizer.vocab_size):
-        raise ValueError(
-            f"top_k must be an int in [1, {tokenizer.vocab_size}], got {top_k!r}."
-        )
-    if not (isinstance(max_context, int) and max_context >= 1):
-        raise ValueError(f"max_context must be an int >= 1, got {max_context!r}.")
+    top_k = checks.integer(top_k, "top_k", minimum=1, maximum=tokenizer.vocab_size)
+    max_context = checks.integer(max_context, "max_context", minimum=1)
     serve = make_serving_fn(model, tokenizer, max_context, top_k)
-
-    def write(directory):
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serving_default", serve, input_signature=TEXT_SIGNATURE)
-        archive.write_out(directory, verbose=False)
-
-    return write_new_version(base_path, write)
+    return writer.write_saved_model(
+        base_path, {writer.SERVING_DEFAULT: writer.Endpoint(serve)}, track=(model,)
+    )

@@ -11,7 +11,6 @@ before loading it.
 import pathlib
 import sys
 
-import kerapos  # noqa: F401  (quiet TensorFlow start-up)
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 

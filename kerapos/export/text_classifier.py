@@ -1,13 +1,9 @@
 """Raw-text SavedModel of a classifier: tokenizer + integer model in one graph."""
 
-import kerapos  # noqa: F401
-import keras
 import tensorflow as tf
 
 from kerapos.data import text_pipeline
-from kerapos.export.versioned import write_new_version
-
-TEXT_SIGNATURE = [tf.TensorSpec([None], tf.string, name="text")]
+from kerapos.export import writer
 
 
 def make_serving_fn(vectorizer, model, max_length):
@@ -42,15 +38,9 @@ def export_text_classifier(vectorizer, model, base_path, max_length):
         `pathlib.Path` of the version directory written.
     """
     serve = make_serving_fn(vectorizer, model, max_length)
-
-    def write(directory):
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        # An adapted TextVectorization reports itself unbuilt until called once;
-        # tracking it keeps its vocabulary table in the SavedModel.
-        vectorizer(tf.constant([""]))
-        archive.track(vectorizer)
-        archive.add_endpoint("serving_default", serve, input_signature=TEXT_SIGNATURE)
-        archive.write_out(directory, verbose=False)
-
-    return write_new_version(base_path, write)
+    # An adapted TextVectorization reports itself unbuilt until called once;
+    # tracking it keeps its vocabulary table in the SavedModel.
+    vectorizer(tf.constant([""]))
+    return writer.write_saved_model(
+        base_path, {writer.SERVING_DEFAULT: writer.Endpoint(serve)}, track=(model, vectorizer)
+    )

@@ -3,13 +3,14 @@
 import collections
 import os
 
-import kerapos  # noqa: F401
 import keras_hub
 import numpy as np
 import pytest
 
-from kerapos.data import conll, sources
-from kerapos.data.conll import ConllError, Sentence
+from kerapos.data import conll
+from kerapos.data import sources
+from kerapos.data.conll import ConllError
+from kerapos.data.conll import Sentence
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "conll")
 
@@ -64,7 +65,8 @@ def test_read_conll_errors():
         conll.read_conll(os.path.join(FIXTURES, "missing_column.txt"))
     with pytest.raises(ValueError, match=r"<lines> line 2: 3 column\(s\) .* need at least 4"):
         conll.read_conll(["a b c d", "e f g"], tag_column=3)
-    with pytest.raises(ValueError, match="line 1: with 2 columns, token_column=1 and tag_column=-1 are the same"):
+    same_column = "line 1: with 2 columns, token_column=1 and tag_column=-1 are the same"
+    with pytest.raises(ValueError, match=same_column):
         conll.read_conll(["a b"], token_column=1)
     with pytest.raises(ValueError, match="both 0; they must name different columns"):
         conll.read_conll(["a b"], token_column=0, tag_column=0)
@@ -111,7 +113,7 @@ def test_load_wnut16_split_is_seeded():
     train, validation, test = (set(key(split)) for split in (first.train, first.validation, first.test))
     assert not (test & validation) and not (test & train) and not (validation & train)
     assert sum(len(split) for split in (other.train, other.validation, other.test)) == 2394
-    with pytest.raises(ValueError, match="seed must be an integer"):
+    with pytest.raises(ValueError, match="`seed` must be an integer, got 0.5"):
         conll.load_wnut16(seed=0.5)
 
 
@@ -208,7 +210,7 @@ def test_universal_mapping_matches_nltk_on_news():
 
 
 def test_load_brown_pos_bad_tagset():
-    with pytest.raises(ValueError, match="unknown tagset 'penn'"):
+    with pytest.raises(ValueError, match="`tagset` must be one of 'universal', 'brown'; got 'penn'"):
         conll.load_brown_pos(tagset="penn")
 
 
@@ -260,7 +262,7 @@ def test_align_bad_input(tiny_tokenizer):
         conll.align_labels_to_wordpieces(["a", "b"], ["O"], tiny_tokenizer, LABELS, 8)
     with pytest.raises(ValueError, match=r"tags \['B-Y'\] are not in label_to_id"):
         conll.align_labels_to_wordpieces(["a"], ["B-Y"], tiny_tokenizer, LABELS, 8)
-    with pytest.raises(ValueError, match="max_length must be at least 2"):
+    with pytest.raises(ValueError, match="`max_length` must be an integer >= 2, got 1"):
         conll.align_labels_to_wordpieces(["a"], ["O"], tiny_tokenizer, LABELS, 1)
 
 

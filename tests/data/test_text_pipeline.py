@@ -2,6 +2,7 @@
 seeded shuffling and the sharding policy multi-worker training relies on."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from kerapos.data import text_pipeline
@@ -67,3 +68,13 @@ def test_workers_shard_by_data():
     dataset = text_pipeline.make_token_dataset(_token_ids(), LABELS, batch_size=8)
     policy = dataset.options().experimental_distribute.auto_shard_policy
     assert policy == tf.data.experimental.AutoShardPolicy.DATA
+
+
+def test_vectorizer_vocabulary_comes_from_the_training_texts():
+    # Padding "" and out-of-vocabulary "[UNK]" take ids 0 and 1; then words by count.
+    vectorizer = text_pipeline.build_vectorizer(["b a b", "c b a"], np.int64(4))
+    assert vectorizer.get_vocabulary() == ["", "[UNK]", "b", "a"]
+    assert text_pipeline.tokenize(vectorizer, ["a c b"]).to_list() == [[3, 1, 2]]
+    for vocab_size in (2, 3.0):
+        with pytest.raises(ValueError, match=f"`vocab_size` must be an integer >= 3, got {vocab_size}"):
+            text_pipeline.build_vectorizer(["a"], vocab_size)

@@ -3,8 +3,6 @@
 import numpy as np
 import pytest
 
-import kerapos  # noqa: F401
-
 from kerapos.data import wordpiece
 from kerapos.data.sources import DataError
 
@@ -68,8 +66,11 @@ def test_bad_vocabulary_files(tmp_path, content, message):
 
 
 def test_learn_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="must exceed the 5 special tokens"):
+    # Room for one piece past the 5 special tokens at least.
+    with pytest.raises(ValueError, match=r"`vocabulary_size` must be an integer >= 6, got 5\."):
         wordpiece.learn_vocabulary([TEXT], 5)
+    with pytest.raises(ValueError, match="`vocabulary_size` must be an integer >= 6, got 60.0"):
+        wordpiece.learn_vocabulary([TEXT], 60.0)
     with pytest.raises(ValueError, match="hold no words"):
         wordpiece.learn_vocabulary(["", "  \n "], 100)
 

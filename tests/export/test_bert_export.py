@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kerapos.checkpoints.bert import default_checkpoint
+from kerapos.checkpoints.bert import load_bert_checkpoint
 from kerapos.data.conll import align_labels_to_wordpieces
 from kerapos.data.text_pipeline import sanitize_text
 from kerapos.export import bert as bert_export
 from kerapos.models import bert_tasks
-from kerapos.models.bert import default_checkpoint
-from kerapos.models.bert import load_bert_checkpoint
 
 RE2_WHITESPACE = "\t\n\f\r "  # RE2's \s
 INVALID_UTF8 = b"\xff\xfe invalid utf-8 \xc3"

@@ -2,8 +2,8 @@
 
 import tensorflow as tf
 import tensorflow_text as tf_text
-
 from helpers import run_python
+
 from kerapos.export.required_ops import required_ops
 
 
