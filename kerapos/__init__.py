@@ -33,8 +33,8 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
-# kerapos needs TensorFlow, except the training half of
-# kerapos.eval.bert_backend_finetune, which runs on other Keras backends (JAX on
+# kerapos needs TensorFlow, except what the `train` half of the GPU benchmark
+# scripts (benchmarks/gpu/) imports: it runs on other Keras backends (JAX on
 # GPU machines where TensorFlow is not installed).
 if os.environ["KERAS_BACKEND"] == "tensorflow":
     with _native_stderr_silenced():

@@ -1,0 +1,174 @@
+"""Forward+backward speed of kerapos layers against keras-hub and plain attention.
+
+    python -m kerapos.benchmarks.layers --output_dir=benchmarks/layers
+
+For every kerapos layer with a keras-hub counterpart, and for
+`PositionalMultiHeadAttention` under each scheme against
+`keras.layers.MultiHeadAttention`, one step = forward, sum, gradients w.r.t.
+inputs and weights, inside one `tf.function` (XLA off and on). Candidates are
+timed round-robin in the same process (so machine load affects all alike)
+and the median of `--repeats` steps is reported with the ratio to the
+baseline measured in the same run. Writes results.json and results.md.
+"""
+
+import json
+import pathlib
+import platform
+import statistics
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import kerapos  # noqa: F401
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+from kerapos import positions
+from kerapos.layers.alibi_bias import ALiBiBias
+from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding
+from kerapos.layers.positional_attention import PositionalMultiHeadAttention
+from kerapos.layers.positional_encoding import PositionalEncoding
+from kerapos.layers.rotary_embedding import RotaryEmbedding
+from kerapos.training import runtime
+from kerapos.utils import atomic
+
+flags.DEFINE_string("output_dir", "benchmarks/layers", "Where results.json/results.md go.")
+flags.DEFINE_integer("batch", 8, "Batch size.")
+flags.DEFINE_integer("seq", 1024, "Sequence length.")
+flags.DEFINE_integer("heads", 8, "Attention heads.")
+flags.DEFINE_integer("head_dim", 64, "Size per head.")
+flags.DEFINE_integer("repeats", 7, "Timed steps per candidate (median reported).")
+FLAGS = flags.FLAGS
+
+
+def _step_fn(forward, inputs, layers, jit_compile):
+    variables = [v for layer in layers for v in layer.trainable_variables]
+
+    @tf.function(jit_compile=jit_compile)
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(tf.cast(forward(*inputs), tf.float32))
+        gradients = tape.gradient(loss, [*inputs, *variables])
+        # Dense results (a gather's gradient is IndexedSlices) for timing.
+        return [tf.convert_to_tensor(g) for g in gradients]
+
+    return step
+
+
+def _candidates(batch, seq, heads, head_dim):
+    """Groups of (name, forward, inputs, layers); the first of a group is its baseline."""
+    hidden = heads * head_dim
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(batch, seq, hidden)), tf.float32)
+    qk = tf.constant(rng.normal(size=(batch, seq, heads, head_dim)), tf.float32)
+    scores = tf.constant(rng.normal(size=(batch, heads, seq, seq)), tf.float32)
+
+    def layer_pair(ours, theirs, call_ours, call_theirs, inputs):
+        return [("keras-hub " + type(theirs).__name__, call_theirs, inputs, [theirs]),
+                ("kerapos " + type(ours).__name__, call_ours, inputs, [ours])]
+
+    sine_ours, sine_hub = PositionalEncoding(), keras_hub.layers.SinePositionEncoding()
+    learned_ours = LearnedPositionEmbedding(max_length=seq)
+    learned_hub = keras_hub.layers.PositionEmbedding(sequence_length=seq)
+    rope_ours, rope_hub = RotaryEmbedding(), keras_hub.layers.RotaryEmbedding()
+    alibi_ours = ALiBiBias(num_heads=heads)
+    alibi_hub = keras_hub.layers.AlibiBias()
+    groups = {
+        "sinusoidal": layer_pair(sine_ours, sine_hub, sine_ours, lambda t: t + sine_hub(t), [x]),
+        "learned": layer_pair(learned_ours, learned_hub, learned_ours,
+                              lambda t: t + learned_hub(t), [x]),
+        "rotary": layer_pair(rope_ours, rope_hub, rope_ours, rope_hub, [qk]),
+        "alibi": layer_pair(alibi_ours, alibi_hub, alibi_ours, alibi_hub, [scores]),
+    }
+    plain = keras.layers.MultiHeadAttention(heads, head_dim)
+    attention = [("keras MultiHeadAttention", lambda t: plain(t, t), [x], [plain])]
+    for position in ("none", *positions.available("attention")):
+        layer = PositionalMultiHeadAttention(heads, head_dim, position=position)
+        attention.append(
+            (f"kerapos attention ({position})", lambda t, layer=layer: layer(t, t), [x], [layer])
+        )
+    groups["attention"] = attention
+    return groups
+
+
+def measure(batch, seq, heads, head_dim, repeats, report=logging.info):
+    """Times every candidate (see the module docstring); `report` gets one
+    line per candidate as it is measured. Returns the result rows."""
+    rows = []
+    for group, candidates in _candidates(batch, seq, heads, head_dim).items():
+        for jit_compile in (False, True):
+            steps = []
+            for name, forward, inputs, layers in candidates:
+                forward(*inputs)  # build weights before tracing
+                step = _step_fn(forward, inputs, layers, jit_compile)
+                for _ in range(2):  # trace/compile and warm up
+                    tf.nest.map_structure(lambda t: t.numpy(), step())
+                steps.append((name, step))
+            times = {name: [] for name, _ in steps}
+            for _ in range(repeats):
+                for name, step in steps:  # round-robin
+                    started = time.perf_counter()
+                    tf.nest.map_structure(lambda t: t.numpy(), step())
+                    times[name].append(time.perf_counter() - started)
+            baseline = statistics.median(times[steps[0][0]])
+            for name, _ in steps:
+                median = statistics.median(times[name])
+                rows.append({
+                    "group": group, "candidate": name, "xla": jit_compile,
+                    "median_ms": 1000 * median, "ratio_to_baseline": median / baseline,
+                    "baseline": steps[0][0],
+                })
+                report(f"{group:>10} xla={jit_compile!s:5} {name:38} {1000 * median:9.2f} ms "
+                       f"x{median / baseline:.3f}")
+    return rows
+
+
+def _markdown(rows, shape):
+    lines = [
+        f"Forward+backward step, batch {shape['batch']}, seq {shape['seq']}, "
+        f"{shape['heads']} heads x {shape['head_dim']}; median of {shape['repeats']} "
+        f"round-robin steps; ratio = candidate / first row of its group.",
+        "",
+        "| group | candidate | XLA off (ms) | ratio | XLA on (ms) | ratio |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    by_key = {(r["group"], r["candidate"], r["xla"]): r for r in rows}
+    seen = []
+    for r in rows:
+        if (r["group"], r["candidate"]) not in seen:
+            seen.append((r["group"], r["candidate"]))
+    for group, candidate in seen:
+        off, on = by_key[(group, candidate, False)], by_key[(group, candidate, True)]
+        lines.append(f"| {group} | {candidate} | {off['median_ms']:.1f} | "
+                     f"{off['ratio_to_baseline']:.3f} | {on['median_ms']:.1f} | "
+                     f"{on['ratio_to_baseline']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    shape = dict(batch=FLAGS.batch, seq=FLAGS.seq, heads=FLAGS.heads,
+                 head_dim=FLAGS.head_dim, repeats=FLAGS.repeats)
+    rows = measure(**shape, report=lambda line: print(line, flush=True))
+    output_dir = pathlib.Path(FLAGS.output_dir)
+    payload = {
+        "shape": shape,
+        "device": runtime.device_description(),
+        "platform": platform.platform(),
+        "tensorflow": tf.__version__, "keras": keras.__version__,
+        "keras_hub": keras_hub.__version__,
+        "rows": rows,
+    }
+    # Keys in the order written above (atomic.write_json would sort them).
+    atomic.write_text(output_dir / "results.json", json.dumps(payload, indent=2) + "\n")
+    atomic.write_text(output_dir / "results.md", _markdown(rows, shape))
+    print(f"wrote {output_dir / 'results.json'} and {output_dir / 'results.md'}")
+
+
+if __name__ == "__main__":
+    app.run(main)
