@@ -1,4 +1,4 @@
-"""Next-token probabilities and a sampled continuation from a trained LM.
+r"""Next-token probabilities and a sampled continuation from a trained LM.
 
     python trainers/generate.py --model_path=runs/extrapolation/models/alibi.keras \
         --prompt="It was a bright cold day in April, and" --max_new_tokens=200
@@ -16,8 +16,8 @@ from absl import app
 from absl import flags
 
 import kerapos  # noqa: F401  (quiet TensorFlow start-up)
+from kerapos.checkpoints.language_model import load_language_model
 from kerapos.export.language_model import next_token_top_k
-from kerapos.models.causal_lm import load_language_model
 from kerapos.models.causal_lm import sample_tokens
 
 flags.DEFINE_string("model_path", None, "A <output_dir>/models/<scheme>.keras file.")

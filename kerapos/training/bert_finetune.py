@@ -13,37 +13,35 @@ Text is tokenized inside `tf.data` (keras-hub's tf-text WordPiece) and the
 model sees integer batches only, so any `tf.distribute` strategy can train
 it. The checkpoint's 512-position table can be grown (`extend_positions_to`)
 and the encoder fine-tuned fully or through LoRA adapters (`lora_rank`).
+The training itself is `kerapos.training.skeleton`.
 """
 
 import dataclasses
 import math
 import pathlib
-import time
 import warnings
 
-import kerapos  # noqa: F401
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
+from kerapos.checkpoints import bert
 from kerapos.data import conll
 from kerapos.data.imdb import Split
 from kerapos.data.imdb import load_classification_data
 from kerapos.data.text_pipeline import sanitize_text
-from kerapos.eval import ner_metrics
 from kerapos.export.bert import export_bert_classifier
 from kerapos.export.bert import export_bert_token_classifier
 from kerapos.layers.learned_position_embedding import EXTEND_METHODS
-from kerapos.models import bert
+from kerapos.metrics import ner as ner_metrics
 from kerapos.models import bert_tasks
 from kerapos.training import callbacks as kp_callbacks
-from kerapos.training import runtime
-from kerapos.training.flags import MIXED_PRECISION
-from kerapos.training.strategy import STRATEGIES
-from kerapos.training.strategy import enable_multi_worker_fit
-from kerapos.training.strategy import get_strategy
-from kerapos.training.strategy import is_chief
-from kerapos.training.strategy import worker_id
+from kerapos.training import skeleton
+from kerapos.training.options import EarlyStoppingOptions
+from kerapos.training.options import option
+from kerapos.training.options import override
+from kerapos.utils import atomic
 
 TASKS = ("classification", "token_classification")
 TOKEN_DATASETS = {"wnut16": conll.load_wnut16, "brown_pos": conll.load_brown_pos}
@@ -59,277 +57,307 @@ REPLICATED_STRATEGIES = ("mirrored", "multi_worker", "tpu")
 
 
 @dataclasses.dataclass
-class FinetuneOptions:
+class FinetuneOptions(EarlyStoppingOptions):
     """Everything a fine-tuning run depends on (the trainer's flags)."""
 
-    task: str = "classification"
-    dataset: str = "imdb"
-    checkpoint: str | None = None  # None: kerapos.models.bert.default_checkpoint()
-    max_length: int = 128
-    extend_positions_to: int = 0
-    extension_method: str = "interpolate"
-    lora_rank: int = 0
-    gradient_accumulation_steps: int = 1
-    pooling: str = "pooled"
-    dropout: float = 0.1
-    validation_fraction: float = 0.1
-    max_train_examples: int = 0
-    max_test_examples: int = 0
-    eval_full_length: bool = False
-    epochs: int = 3
-    batch_size: int = 32
-    learning_rate: float = 5e-5
-    warmup_fraction: float = 0.1
-    weight_decay: float = 0.01
-    patience: int = 1
-    strategy: str = "default"
-    tpu: str | None = None
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    seed: int = 0
-    model_dir: str = "runs/finetune_bert"
-    export_dir: str = "saved_models"
-    model_name: str = "bert_classifier"
+    task: str = option(
+        "classification",
+        "classification (one label per text) or token_classification (one per word).",
+        choices=TASKS,
+    )
+    dataset: str = option(
+        "imdb",
+        "classification: 'imdb' or a JSON file in the tests/fixtures/imdb_sample.json format. "
+        "token_classification: 'wnut16', 'brown_pos', or a directory holding CoNLL files "
+        "train.txt, dev.txt and test.txt.",
+    )
+    checkpoint: str = option(
+        None,
+        "BERT checkpoint directory (Hugging Face or keras-hub preset); default: "
+        "all-MiniLM-L6-v2 from the kerapos cache.",
+        kind="string",
+    )
+    max_length: int = option(
+        128,
+        "Training length in WordPieces, [CLS] and [SEP] included (longer inputs are cut).",
+        minimum=3,
+    )
+    extend_positions_to: int = option(
+        0,
+        "Grow the checkpoint's position table to this many positions before fine-tuning "
+        "(0: keep it).",
+        minimum=0,
+    )
+    extension_method: str = option(
+        "interpolate",
+        "How the position table grows: interpolate the trained rows or copy them.",
+        choices=EXTEND_METHODS,
+    )
+    lora_rank: int = option(
+        0,
+        "0: fine-tune every weight. >0: LoRA adapters of this rank on the attention "
+        "query/value projections; the rest of the encoder is frozen, the head trains.",
+        minimum=0,
+    )
+    gradient_accumulation_steps: int = option(
+        1, "Average gradients over this many batches per update (1: none).", minimum=1
+    )
+    pooling: str = option(
+        "pooled",
+        "classification head input: the encoder's pooler output or the [CLS] token.",
+        choices=bert_tasks.POOLING,
+    )
+    dropout: float = option(0.1, "Dropout before the task head.", minimum=0.0, below=1.0)
+    validation_fraction: float = option(
+        0.1, "classification: fraction of TRAIN held out for validation.", above=0.0, below=1.0
+    )
+    max_train_examples: int = option(
+        0,
+        "Train on the first N training examples only (0: all); the splits come in a seeded "
+        "order, so the subset is deterministic.",
+        minimum=0,
+    )
+    max_test_examples: int = option(
+        0, "Validate and test on the first N examples of each (0: all).", minimum=0
+    )
+    eval_full_length: bool = option(
+        False,
+        "classification: also evaluate untruncated texts (up to the model's possibly "
+        "extended length), reported as test_accuracy['full'].",
+    )
+    epochs: int = override(3)
+    learning_rate: float = override(5e-5)
+    warmup_fraction: float = override(0.1)
+    patience: int = override(1)
+    model_dir: str = override("runs/finetune_bert")
+    model_name: str = override("bert_classifier")
 
-    def validate(self):
-        """Raises ValueError naming every bad value and how to fix it."""
-        problems = []
-
-        def choose(name, valid):
-            value = getattr(self, name)
-            if value not in valid:
-                problems.append(f"--{name}={value!r} is not one of {', '.join(map(str, valid))}")
-
-        choose("task", TASKS)
-        choose("extension_method", EXTEND_METHODS)
-        choose("pooling", bert_tasks.POOLING)
-        choose("mixed_precision", MIXED_PRECISION)
-        choose("strategy", STRATEGIES)
-        minimums = {
-            "max_length": 3, "epochs": 1, "batch_size": 1, "gradient_accumulation_steps": 1,
-            "lora_rank": 0, "extend_positions_to": 0, "max_train_examples": 0,
-            "max_test_examples": 0, "patience": 0,
-        }
-        for name, minimum in minimums.items():
-            if int(getattr(self, name)) < minimum:
-                problems.append(f"--{name} must be >= {minimum}, got {getattr(self, name)}")
+    def related_problems(self):
+        yield from super().related_problems()
         if 0 < self.extend_positions_to < self.max_length:
-            problems.append(
-                f"--extend_positions_to={self.extend_positions_to} is shorter than "
-                f"--max_length={self.max_length}; extend to at least the training length"
-            )
+            yield (f"`extend_positions_to`={self.extend_positions_to} is shorter than "
+                   f"`max_length`={self.max_length}; extend to at least the training length")
         if self.gradient_accumulation_steps > 1 and self.strategy in REPLICATED_STRATEGIES:
             # Keras 3.15 applies accumulated gradients inside a cond, where
             # MirroredStrategy's cross-replica merge_call is not allowed.
-            problems.append(
-                f"--gradient_accumulation_steps={self.gradient_accumulation_steps} does not "
-                f"work with --strategy={self.strategy} in Keras 3 (TensorFlow backend); use "
-                "--strategy=default or one_device, or a larger --batch_size instead"
-            )
-        if self.learning_rate <= 0:
-            problems.append(f"--learning_rate must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            problems.append(f"--warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.weight_decay < 0:
-            problems.append(f"--weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0.0 < self.validation_fraction < 1.0:
-            problems.append(f"--validation_fraction must be in (0, 1), got {self.validation_fraction}")
+            yield (f"`gradient_accumulation_steps`={self.gradient_accumulation_steps} does not "
+                   f"work with `strategy`={self.strategy} in Keras 3 (TensorFlow backend); use "
+                   "`strategy`=default or one_device, or a larger `batch_size` instead")
         if self.task == "token_classification":
             if self.dataset not in TOKEN_DATASETS and not pathlib.Path(self.dataset).is_dir():
-                problems.append(
-                    f"--dataset={self.dataset!r}: token_classification takes "
-                    f"{' or '.join(TOKEN_DATASETS)}, or a directory holding CoNLL files "
-                    f"{', '.join(CONLL_FILES.values())}"
-                )
+                yield (f"`dataset`={self.dataset!r}: token_classification takes "
+                       f"{' or '.join(TOKEN_DATASETS)}, or a directory holding CoNLL files "
+                       f"{', '.join(CONLL_FILES.values())}")
             if self.eval_full_length:
-                problems.append(
-                    "--eval_full_length applies to --task=classification only (token "
-                    "classification is evaluated at --max_length)"
-                )
+                yield ("`eval_full_length` applies to `task`=classification only (token "
+                       "classification is evaluated at `max_length`)")
         if self.checkpoint is not None and not pathlib.Path(self.checkpoint).is_dir():
-            problems.append(
-                f"--checkpoint={self.checkpoint!r} is not a directory; pass a Hugging Face "
-                "BERT directory or a keras-hub preset (leave it unset for all-MiniLM-L6-v2)"
-            )
-        if problems:
-            raise ValueError("Invalid options:\n  " + "\n  ".join(problems))
+            yield (f"`checkpoint`={self.checkpoint!r} is not a directory; pass a Hugging Face "
+                   "BERT directory or a keras-hub preset (leave it unset for all-MiniLM-L6-v2)")
 
 
-def run(options):
+def run(options, command=None):
     """Fine-tunes, evaluates, exports; returns the results dict.
 
     Writes under `options.model_dir`: TensorBoard logs (`logs/`), the
     fault-tolerance backup (`backup/`, removed after a finished run), the
     best-epoch weights, `model.keras` (the integer model; Keras saves LoRA
-    adapters merged into their kernels) and
-    `results.json`; and a new version under
+    adapters merged into their kernels), `results.json` and, given
+    `command`, `command.txt`; and a new version under
     `options.export_dir/options.model_name/`.
 
     Raises:
         ValueError: bad options, data or checkpoint (the message says which
-            and how to fix it; `kerapos.data.sources.DataError` and
-            `kerapos.models.bert.CheckpointError` are ValueErrors).
+            and how to fix it; `kerapos.training.options.OptionsError`,
+            `kerapos.data.sources.DataError` and
+            `kerapos.checkpoints.bert.CheckpointError` are ValueErrors).
     """
-    options.validate()
-    keras.utils.set_random_seed(options.seed)
-    with runtime.dtype_policy(options.mixed_precision):
-        return _run(options)
+    return skeleton.run(_FinetuneTask(options), command)
 
 
-def _run(options):
-    model_dir = pathlib.Path(options.model_dir)
-    strategy = get_strategy(options.strategy, options.tpu)
-    chief = is_chief(strategy)
-    # Non-chief workers write their TensorBoard/backup files in their own
-    # directory so they never race the chief's.
-    own_dir = model_dir if chief else model_dir / f"worker-{worker_id(strategy)}"
-    log_dir = own_dir / "logs"
-    classification = options.task == "classification"
+class _FinetuneTask(skeleton.Task):
+    fault_tolerant = True
+    tensorboard_points = 20
+    log_summary = True
+    expected_warnings = (skeleton.RAN_OUT_OF_DATA,)  # untruncated length buckets
 
-    print(f"[kerapos] loading {options.dataset} ...", flush=True)
-    data = _load_classification(options) if classification else _load_token_data(options)
-    print(f"[kerapos] data: {data.info['source']} {data.info['counts']}", flush=True)
-    checkpoint = pathlib.Path(options.checkpoint or bert.default_checkpoint())
-    label_names = list(data.class_names if classification else data.label_names)
+    @property
+    def classification(self):
+        return self.options.task == "classification"
 
-    with strategy.scope():
-        print(f"[kerapos] loading checkpoint {checkpoint} ...", flush=True)
-        encoder, tokenizer = bert.load_bert_checkpoint(checkpoint)
-        positions_note = "not extended"
+    @property
+    def gradient_accumulation_steps(self):
+        steps = self.options.gradient_accumulation_steps
+        return steps if steps > 1 else None
+
+    def prepare(self, context):
+        options = self.options
+        logging.info(f"[kerapos] loading {options.dataset} ...")
+        self.data = _load_classification(options) if self.classification else _load_token_data(options)
+        logging.info(f"[kerapos] data: {self.data.info['source']} {self.data.info['counts']}")
+        self.checkpoint = pathlib.Path(options.checkpoint or bert.default_checkpoint())
+        self.label_names = list(
+            self.data.class_names if self.classification else self.data.label_names
+        )
+
+    def build_model(self, context, name):
+        options = self.options
+        logging.info(f"[kerapos] loading checkpoint {self.checkpoint} ...")
+        encoder, self.tokenizer = bert.load_bert_checkpoint(self.checkpoint)
+        self.positions_note = "not extended"
         if options.extend_positions_to:
-            encoder, positions_note = bert_tasks.extend_positions(
+            encoder, self.positions_note = bert_tasks.extend_positions(
                 encoder, options.extend_positions_to, options.extension_method
             )
-        capacity = bert_tasks.position_capacity(encoder)
-        if capacity is not None and options.max_length > capacity:
+        self.capacity = bert_tasks.position_capacity(encoder)
+        if self.capacity is not None and options.max_length > self.capacity:
             raise ValueError(
-                f"--max_length={options.max_length} exceeds the encoder's {capacity} "
-                f"positions; add --extend_positions_to={options.max_length} (or more)"
+                f"`max_length`={options.max_length} exceeds the encoder's {self.capacity} "
+                f"positions; add `extend_positions_to`={options.max_length} (or more)"
             )
-        if classification:
+        if self.classification:
             model = bert_tasks.build_sequence_classifier(
-                encoder, len(label_names), options.pooling, options.dropout
+                encoder, len(self.label_names), options.pooling, options.dropout
             )
         else:
-            model = bert_tasks.build_token_classifier(encoder, len(label_names), options.dropout)
+            model = bert_tasks.build_token_classifier(
+                encoder, len(self.label_names), options.dropout
+            )
         if options.lora_rank:
             bert_tasks.enable_lora(encoder, options.lora_rank)
-        pipeline = _Pipeline(tokenizer, options)
-        if classification:
-            train_data = pipeline.texts(data.train, options.max_length, shuffle=True)
-            validation_data = pipeline.texts(data.validation, options.max_length)
+        logging.info(f"[kerapos] positions: {self.positions_note}")
+        return model
+
+    def build_inputs(self, context, name):
+        options, data = self.options, self.data
+        self.pipeline = pipeline = _Pipeline(self.tokenizer, options)
+        if self.classification:
+            train = pipeline.texts(data.train, options.max_length, shuffle=True)
+            validation = pipeline.texts(data.validation, options.max_length)
         else:
-            label_to_id = {name: index for index, name in enumerate(label_names)}
-            train_data = pipeline.words(data.train, label_to_id, shuffle=True)
-            validation_data = pipeline.words(data.validation, label_to_id)
-        steps_per_epoch = math.ceil(len(data.train) / options.batch_size)
-        total_steps = steps_per_epoch * options.epochs
-        model.compile(
-            optimizer=keras.optimizers.AdamW(
-                runtime.warmup_cosine_schedule(
-                    options.learning_rate, total_steps, total_steps * options.warmup_fraction
-                ),
-                weight_decay=options.weight_decay,
-                clipnorm=1.0,
-                gradient_accumulation_steps=(
-                    options.gradient_accumulation_steps
-                    if options.gradient_accumulation_steps > 1 else None
-                ),
-            ),
-            **_loss_and_metrics(classification),
-            jit_compile=options.jit_compile,
-        )
-    enable_multi_worker_fit(model, strategy, train_data.element_spec)
-    print(f"[kerapos] positions: {positions_note}", flush=True)
-    model.summary(print_fn=lambda line, **_: print(line, flush=True))
-
-    callbacks = kp_callbacks.training_callbacks(
-        model_dir, own_dir, chief, steps_per_epoch, options.patience
-    )
-    started = time.time()
-    history = model.fit(
-        train_data,
-        validation_data=validation_data,
-        epochs=options.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # tf.data already reshuffles every epoch
-        verbose=runtime.fit_verbosity(),
-    )
-    train_seconds = time.time() - started
-    epochs_run = len(history.history.get("loss", []))
-
-    serve_max_length = capacity or options.max_length
-    if classification:
-        scores = _evaluate_classifier(model, pipeline, data.test, options, capacity)
-    else:
-        scores = _evaluate_token_classifier(
-            model, pipeline, data.test, label_names, options
+            label_to_id = {name: index for index, name in enumerate(self.label_names)}
+            train = pipeline.words(data.train, label_to_id, shuffle=True)
+            validation = pipeline.words(data.validation, label_to_id)
+        return skeleton.Inputs(
+            train=train,
+            validation=validation,
+            steps_per_epoch=math.ceil(len(data.train) / options.batch_size),
+            epochs=options.epochs,
+            examples=len(data.train),
         )
 
-    export_path = keras_path = None
-    if chief:
-        if classification:
+    def compile_arguments(self):
+        if self.classification:
+            return dict(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        # Pieces other than a word's first carry sample weight 0 (IGNORE_LABEL):
+        # the loss averages over the weighted (labelled) pieces only.
+        return dict(
+            loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
+            weighted_metrics=["accuracy"],
+        )
+
+    def evaluation_lengths(self, name):
+        lengths = [(str(self.options.max_length), self.options.max_length)]
+        if self.options.eval_full_length:
+            lengths.append(("full", self.capacity))  # None: no table, nothing to cut
+        return lengths
+
+    def evaluate_length(self, context, trained, key, length):
+        test = self.data.test
+        batches = (
+            self.pipeline.texts(test, length) if length else self.pipeline.untruncated_texts(test)
+        )
+        accuracy = float(trained.model.evaluate(batches, verbose=0, return_dict=True)["accuracy"])
+        logging.info(f"[kerapos] test accuracy @ {key:>5} tokens: {accuracy:.4f}")
+        return accuracy
+
+    def evaluate(self, context, trained):
+        if self.classification:
+            return {"test_accuracy": super().evaluate(context, trained)}
+        return _evaluate_token_classifier(
+            trained.model, self.pipeline, self.data.test, self.label_names, self.options
+        )
+
+    @property
+    def serve_max_length(self):
+        return self.capacity or self.options.max_length
+
+    def export(self, context, trained):
+        options = self.options
+        base_path = pathlib.Path(options.export_dir) / options.model_name
+        if self.classification:
             export_path = export_bert_classifier(
-                model, tokenizer, pathlib.Path(options.export_dir) / options.model_name,
-                serve_max_length,
+                trained.model, self.tokenizer, base_path, self.serve_max_length
             )
         else:
             export_path = export_bert_token_classifier(
-                model, tokenizer, label_names,
-                pathlib.Path(options.export_dir) / options.model_name, serve_max_length,
+                trained.model, self.tokenizer, self.label_names, base_path, self.serve_max_length
             )
-        print(f"[kerapos] exported {export_path}", flush=True)
-        keras_path = model_dir / KERAS_MODEL_FILE
-        _save_atomically(model, keras_path)
+        logging.info(f"[kerapos] exported {export_path}")
+        keras_path = context.output_dir / KERAS_MODEL_FILE
+        with warnings.catch_warnings(), atomic.staged(keras_path) as tmp:
+            # Keras warns that it saves the optimizer's state; that is intended.
+            warnings.filterwarnings("ignore", message=".*optimizer.*")
+            trained.model.save(str(tmp))
+        return {"export": str(export_path), "keras_model": str(keras_path)}
 
-    results = {
-        "task": options.task,
-        "checkpoint": str(checkpoint),
-        "max_length": options.max_length,
-        "extend_positions_to": options.extend_positions_to or None,
-        "extension_method": options.extension_method if options.extend_positions_to else None,
-        "positions": positions_note,
-        "position_capacity": capacity,
-        "lora_rank": options.lora_rank,
-        "trainable_parameters": _count(model.trainable_weights),
-        "total_parameters": _count(model.weights),
-        "dataset": {
-            # Brown's per-file lists would swamp the file; they are in data.info.
-            **{k: v for k, v in data.info.items() if k not in ("files", "categories")},
-            ("class_names" if classification else "label_names"): label_names,
-        },
-        **scores,
-        "best_validation_accuracy": float(max(history.history.get("val_accuracy", [float("nan")]))),
-        "epochs_run": epochs_run,
-        "train_seconds": train_seconds,
-        "examples_per_second": (
-            len(data.train) * epochs_run / train_seconds if train_seconds > 0 and epochs_run else None
-        ),
-        "num_replicas": strategy.num_replicas_in_sync,
-        "device": runtime.device_description(),
-        "export": str(export_path) if export_path else None,
-        "serve_max_length": serve_max_length,
-        "keras_model": str(keras_path) if keras_path else None,
-        "flags": dataclasses.asdict(options),
-    }
-    if chief:
-        _write_summaries(log_dir, options, scores)
-        kp_callbacks.write_json_atomically(model_dir / "results.json", results)
-        print(f"[kerapos] results: {model_dir / 'results.json'}", flush=True)
-    return results
+    def record(self, context, trained, scores, exports):
+        options, data, model = self.options, self.data, trained.model
+        self.scores = scores
+        self.results = {
+            "task": options.task,
+            "checkpoint": str(self.checkpoint),
+            "max_length": options.max_length,
+            "extend_positions_to": options.extend_positions_to or None,
+            "extension_method": options.extension_method if options.extend_positions_to else None,
+            "positions": self.positions_note,
+            "position_capacity": self.capacity,
+            "lora_rank": options.lora_rank,
+            "trainable_parameters": _count(model.trainable_weights),
+            "total_parameters": _count(model.weights),
+            "dataset": {
+                # Brown's per-file lists would swamp the file; they are in data.info.
+                **{k: v for k, v in data.info.items() if k not in ("files", "categories")},
+                ("class_names" if self.classification else "label_names"): self.label_names,
+            },
+            **scores,
+            **skeleton.fit_results(context, trained),
+            "export": exports.get("export"),
+            "serve_max_length": self.serve_max_length,
+            "keras_model": exports.get("keras_model"),
+            "flags": dataclasses.asdict(options),
+        }
 
-
-def _loss_and_metrics(classification):
-    if classification:
-        return dict(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    # Pieces other than a word's first carry sample weight 0 (IGNORE_LABEL):
-    # the loss averages over the weighted (labelled) pieces only.
-    return dict(
-        loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
-        weighted_metrics=["accuracy"],
-    )
+    def finish(self, context):
+        options, scores, log_dir = self.options, self.scores, context.log_dir()
+        with tf.summary.create_file_writer(str(log_dir / "test")).as_default():
+            if "test_accuracy" in scores:
+                for key, value in scores["test_accuracy"].items():
+                    tf.summary.scalar(f"test_accuracy_{key}", value, step=0)
+                test_metrics = {
+                    f"test_accuracy_{k}": f"test accuracy @ {k}" for k in scores["test_accuracy"]
+                }
+            else:
+                tf.summary.scalar("test_token_accuracy", scores["token_accuracy"], step=0)
+                test_metrics = {"test_token_accuracy": "test token accuracy"}
+                if scores["entity_f1"] is not None:
+                    tf.summary.scalar("test_entity_f1", scores["entity_f1"], step=0)
+                    test_metrics["test_entity_f1"] = "test entity F1"
+        kp_callbacks.write_hparams(
+            log_dir,
+            {
+                "task": options.task,
+                "max_length": options.max_length,
+                "extend_positions_to": options.extend_positions_to,
+                "extension_method": options.extension_method,
+                "lora_rank": options.lora_rank,
+                "learning_rate": options.learning_rate,
+                "batch_size": options.batch_size,
+                "gradient_accumulation_steps": options.gradient_accumulation_steps,
+                "mixed_precision": options.mixed_precision,
+            },
+            {"epoch_accuracy": "accuracy", **test_metrics},
+        )
 
 
 class _Pipeline:
@@ -433,23 +461,6 @@ def _ragged(rows, dtype):
     )
 
 
-def _evaluate_classifier(model, pipeline, test, options, capacity):
-    """`{"test_accuracy": {str(max_length): ..., "full": ...}}`."""
-    lengths = {str(options.max_length): options.max_length}
-    if options.eval_full_length:
-        lengths["full"] = capacity  # None: no table, nothing to cut
-    test_accuracy = {}
-    for key, length in lengths.items():
-        batches = pipeline.texts(test, length) if length else pipeline.untruncated_texts(test)
-        with warnings.catch_warnings():
-            # Length buckets have no fixed count; Keras learns it by running out once.
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-            result = model.evaluate(batches, verbose=0, return_dict=True)
-        test_accuracy[key] = float(result["accuracy"])
-        print(f"[kerapos] test accuracy @ {key:>5} tokens: {test_accuracy[key]:.4f}", flush=True)
-    return {"test_accuracy": test_accuracy}
-
-
 def _evaluate_token_classifier(model, pipeline, test, label_names, options):
     """Entity P/R/F1 (BIO label sets), token accuracy, truncated-word count.
 
@@ -483,8 +494,8 @@ def _evaluate_token_classifier(model, pipeline, test, label_names, options):
         scores["entity_scores"] = entity_scores
     else:
         scores["entity_scores_note"] = "labels are not BIO tags: no entities to score"
-    print(f"[kerapos] test token accuracy {scores['token_accuracy']:.4f}, entity F1 "
-          f"{scores['entity_f1']}", flush=True)
+    logging.info(f"[kerapos] test token accuracy {scores['token_accuracy']:.4f}, entity F1 "
+                 f"{scores['entity_f1']}")
     return scores
 
 
@@ -498,11 +509,7 @@ def _load_classification(options):
     data = load_classification_data(
         options.dataset, validation_fraction=options.validation_fraction, seed=options.seed
     )
-    data.train = _first(data.train, options.max_train_examples)
-    data.validation = _first(data.validation, options.max_test_examples)
-    data.test = _first(data.test, options.max_test_examples)
-    _record_counts(data)
-    return data
+    return _limit_splits(data, options)
 
 
 def _load_token_data(options):
@@ -510,6 +517,12 @@ def _load_token_data(options):
         data = TOKEN_DATASETS[options.dataset](seed=options.seed)
     else:
         data = _read_conll_directory(pathlib.Path(options.dataset))
+    return _limit_splits(data, options)
+
+
+def _limit_splits(data, options):
+    """Keeps the first `max_train_examples` training and `max_test_examples`
+    validation and test examples (0: all), and records the counts."""
     data.train = _first(data.train, options.max_train_examples)
     data.validation = _first(data.validation, options.max_test_examples)
     data.test = _first(data.test, options.max_test_examples)
@@ -564,42 +577,3 @@ def _record_counts(data):
 
 def _count(weights):
     return int(sum(np.prod(weight.shape) for weight in weights))
-
-
-def _save_atomically(model, path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with warnings.catch_warnings():
-        # Keras warns that it saves the optimizer's state; that is intended.
-        warnings.filterwarnings("ignore", message=".*optimizer.*")
-        model.save(tmp)
-    tmp.replace(path)
-
-
-def _write_summaries(log_dir, options, scores):
-    with tf.summary.create_file_writer(str(log_dir / "test")).as_default():
-        if "test_accuracy" in scores:
-            for key, value in scores["test_accuracy"].items():
-                tf.summary.scalar(f"test_accuracy_{key}", value, step=0)
-            test_metrics = {f"test_accuracy_{k}": f"test accuracy @ {k}" for k in scores["test_accuracy"]}
-        else:
-            tf.summary.scalar("test_token_accuracy", scores["token_accuracy"], step=0)
-            test_metrics = {"test_token_accuracy": "test token accuracy"}
-            if scores["entity_f1"] is not None:
-                tf.summary.scalar("test_entity_f1", scores["entity_f1"], step=0)
-                test_metrics["test_entity_f1"] = "test entity F1"
-    kp_callbacks.write_hparams(
-        log_dir,
-        {
-            "task": options.task,
-            "max_length": options.max_length,
-            "extend_positions_to": options.extend_positions_to,
-            "extension_method": options.extension_method,
-            "lora_rank": options.lora_rank,
-            "learning_rate": options.learning_rate,
-            "batch_size": options.batch_size,
-            "gradient_accumulation_steps": options.gradient_accumulation_steps,
-            "mixed_precision": options.mixed_precision,
-        },
-        {"epoch_accuracy": "accuracy", **test_metrics},
-    )

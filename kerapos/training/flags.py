@@ -1,86 +1,222 @@
-"""absl flags shared by every kerapos trainer, defined once here.
+"""absl flags made from run options, and the `main` every trainer shares.
 
-Each trainer calls `define_common_flags(...)` with its own defaults, defines
-only its task's flags, and reads them back with `common_flag_values()`.
-`--flagfile=PATH` (absl) works for all of them.
+A trainer declares nothing itself: `define_flags(ClassifierOptions,
+flags.FLAGS)` defines one flag per option of `kerapos.training.options`
+(its name, default, help and choices), and `trainer_main` reads them back
+into the options (`options_from_flags`), runs, and turns the option names of
+an error message into `--flags`. `--flagfile=PATH` (absl) works for all of
+them. Options classes with `PRESETS` (`{preset: {option: value}}`) get
+preset-aware flags: an option a preset sets takes the preset's value unless
+its flag is given.
+
+Nothing here reads `absl.flags.FLAGS`; every function takes the
+`FlagValues` it works on.
 """
 
 import json
+import logging as python_logging
+import os
+import re
+import shlex
+import sys
 
+from absl import app
 from absl import flags
 from absl import logging
 
-from kerapos.training.strategy import STRATEGIES
+from kerapos.training.options import OptionsError
+from kerapos.training.options import specs
 
-MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
-
-
-def define_common_flags(model_name, model_dir, epochs, batch_size, learning_rate):
-    """Strategy, precision, schedule, seed and output-location flags."""
-    flags.DEFINE_enum("strategy", "default", STRATEGIES,
-                      "tf.distribute strategy: default (one device), one_device, mirrored "
-                      "(all local GPUs), multi_worker (needs TF_CONFIG) or tpu (with --tpu).")
-    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
-    flags.DEFINE_enum("mixed_precision", "none", MIXED_PRECISION,
-                      "Keras dtype policy: mixed_float16 for GPUs, mixed_bfloat16 for TPUs/recent CPUs.")
-    flags.DEFINE_bool("jit_compile", False, "Compile the train/eval steps with XLA.")
-    flags.DEFINE_integer("seed", 0, "Seed for weights, shuffling and the validation split.")
-    flags.DEFINE_integer("epochs", epochs, "Maximum epochs (early stopping may end sooner).")
-    flags.DEFINE_integer("batch_size", batch_size,
-                         "GLOBAL batch size, split across the strategy's replicas.")
-    flags.DEFINE_float("learning_rate", learning_rate,
-                       "Peak learning rate (linear warm-up, then cosine decay).")
-    flags.DEFINE_string("model_dir", model_dir,
-                        "Run directory: TensorBoard logs, backups (resume), checkpoints, results.json.")
-    flags.DEFINE_string("export_dir", "saved_models", "Parent of TF Serving model base paths.")
-    flags.DEFINE_string("model_name", model_name,
-                        "Exports go to <export_dir>/<model_name>/<version>/.")
+_KERAPOS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_OPTION_NAME = re.compile(r"`(\w+)(\[[^`]*\])?`")  # `name` or `name[index]`
 
 
-COMMON_FLAGS = ("strategy", "tpu", "mixed_precision", "jit_compile", "seed", "epochs",
-                "batch_size", "learning_rate", "model_dir", "export_dir", "model_name")
+def define_flags(options_class, flag_values, **default_overrides):
+    """Defines one absl flag per option of `options_class`.
+
+    Args:
+        options_class: a dataclass of `kerapos.training.options` fields.
+        flag_values: the `absl.flags.FlagValues` to define them in (a
+            trainer passes `flags.FLAGS`).
+        **default_overrides: flag defaults that differ from the options'
+            defaults. Without one, an option that a preset sets defaults to
+            None (the preset's value).
+
+    The flags belong to the calling module, so `--helpshort` lists them.
+    """
+    declared = specs(options_class)
+    unknown = sorted(set(default_overrides) - set(declared))
+    if unknown:
+        raise ValueError(f"{options_class.__name__} has no options {unknown}.")
+    module_name = _calling_module()
+    preset_names = _preset_names(options_class)
+    for name, spec in declared.items():
+        if name in default_overrides:
+            default = default_overrides[name]
+        elif name in preset_names:
+            default = None
+        else:
+            default = spec.default
+        text = flag_text(spec.help, declared)
+        common = dict(flag_values=flag_values, module_name=module_name)
+        if spec.kind in ("integers", "strings"):
+            default = None if default is None else [str(item) for item in default]
+            flags.DEFINE_list(name, default, text, **common)
+        elif spec.kind == "json":
+            flags.DEFINE_string(name, json.dumps(default) if default else "", text, **common)
+        elif spec.kind == "bool":
+            flags.DEFINE_bool(name, default, text, **common)
+        elif spec.kind == "integer":
+            flags.DEFINE_integer(name, default, text, **common)
+        elif spec.kind == "number":
+            flags.DEFINE_float(name, default, text, **common)
+        elif spec.choices is not None:
+            flags.DEFINE_enum(name, default, list(spec.choices), text, **common)
+        else:
+            flags.DEFINE_string(name, default, text, **common)
 
 
-def flag_values(names):
-    """{name: value} for the given flag names (after absl has parsed argv)."""
-    return {name: flags.FLAGS[name].value for name in names}
+def options_from_flags(options_class, flag_values):
+    """An `options_class` from parsed flags (and the chosen preset).
+
+    Lists become tuples, JSON flags dicts. The options are not validated
+    here (their run does it once).
+
+    Raises:
+        OptionsError: a list flag that takes integers got others, or a JSON
+            flag holds no JSON object.
+    """
+    presets = getattr(options_class, "PRESETS", None)
+    preset = presets[flag_values["preset"].value] if presets else {}
+    values, problems = {}, []
+    for name, spec in specs(options_class).items():
+        flag = flag_values[name]
+        value = preset[name] if name in preset and not flag.present else flag.value
+        try:
+            values[name] = _from_flag(spec, value)
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise OptionsError(problems)
+    return options_class(**values)
 
 
-def parse_json_flag(name):
-    """The JSON object given to `--name` (empty dict if unset), or a clear error."""
-    raw = flags.FLAGS[name].value
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--{name} must be a JSON object, e.g. '{{\"causal\": false}}'; "
-                         f"could not parse {raw!r}: {error}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"--{name} must be a JSON object, got {raw!r}.")
+def _from_flag(spec, value):
+    if value is None:
+        return None
+    if spec.kind == "integers":
+        try:
+            return tuple(int(item) for item in value)
+        except ValueError:
+            raise ValueError(f"`{spec.name}` takes integers, got {value}.") from None
+    if spec.kind == "strings":
+        return tuple(value)
+    if spec.kind == "json":
+        if not value:
+            return {}
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"`{spec.name}` must be a JSON object, e.g. "
+                             f"'{{\"causal\": false}}'; could not parse {value!r}: {error}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"`{spec.name}` must be a JSON object, got {value!r}.")
+        return parsed
     return value
 
 
-def integer_list(name):
-    """The integers given to list flag `--name`, or a clear error."""
-    values = flags.FLAGS[name].value
-    try:
-        return [int(v) for v in values]
-    except ValueError:
-        raise ValueError(f"--{name} takes integers, got {values}") from None
+def flag_text(text, names):
+    """`text` with every option name in backticks that is in `names`
+    written as its flag: "`max_length` must be ..." -> "--max_length must be ...",
+    "`schemes[1]` must be ..." -> "--schemes[1] must be ..."."""
+
+    def as_flag(match):
+        name, index = match.groups()
+        return f"--{name}{index or ''}" if name in names else match.group(0)
+
+    return _OPTION_NAME.sub(as_flag, text)
 
 
-def lower_log_verbosity():
-    """absl logging at WARNING unless `--verbosity` was given: TensorFlow logs
-    SavedModel-writing details through absl at INFO, which would interleave
-    with training output (`--verbosity=0` brings them back). Call it first in
-    a trainer's `main` (absl resets the level while parsing flags)."""
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+def command_line(script):
+    """`python <script> <arguments as given>`: how this process was started."""
+    return " ".join(["python", script, *map(shlex.quote, sys.argv[1:])])
 
 
-def preset_values(preset, names):
-    """{name: value} for flags a preset may set: the flag's value where it was
-    given on the command line, else the preset's."""
-    values = flags.FLAGS
-    return {name: values[name].value if values[name].present else preset[name] for name in names}
+def show_progress(flag_values):
+    """Routes log records for a trainer's terminal.
+
+    kerapos' INFO records (its progress lines) go to stdout as plain lines.
+    Every other INFO record (TensorFlow logs SavedModel-writing details
+    through absl) is dropped unless `--verbosity` was given; warnings and
+    errors stay on stderr as absl writes them. Call it first in a trainer's
+    `main` (absl sets up its handler while parsing flags).
+    """
+    verbose = flag_values["verbosity"].present
+    progress = python_logging.StreamHandler(sys.stdout)
+    progress.setFormatter(python_logging.Formatter("%(message)s"))
+    progress.addFilter(_is_progress)
+    python_logging.getLogger().addHandler(progress)
+
+    def absl_lines(record):  # warnings and errors; other INFO only with --verbosity
+        return not _is_progress(record) and (verbose or record.levelno >= python_logging.WARNING)
+
+    logging.get_absl_handler().python_handler.addFilter(absl_lines)
+
+
+def _is_progress(record):
+    return record.levelno < python_logging.WARNING and record.pathname.startswith(_KERAPOS_DIR)
+
+
+def trainer_main(options_class, run, report, flag_values, script):
+    """The absl `main` of a trainer.
+
+    It reads `options_class` from the flags, calls `run(options,
+    command=...)` and writes the lines of `report(results, options)` (the
+    trainer's summary) to stdout. A bad option, data set or checkpoint (any
+    ValueError) ends the process with exit code 2 and one `error: ...` line
+    naming `--flags`.
+
+    Args:
+        options_class: the trainer's options dataclass (flags defined with
+            `define_flags`).
+        run: the library entry point, `run(options, command=None)`.
+        report: `report(results, options)` -> the lines that sum the run up
+            (`where_line` is the usual last one).
+        flag_values: the parsed `FlagValues`.
+        script: the trainer's path as users type it, for command.txt.
+    """
+    names = specs(options_class)
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        show_progress(flag_values)
+        try:
+            options = options_from_flags(options_class, flag_values)
+            results = run(options, command=command_line(script))
+        except ValueError as error:  # OptionsError, DataError, CheckpointError, ...
+            sys.stderr.write(f"error: {flag_text(str(error), names)}\n")
+            return 2
+        sys.stdout.write("\n" + "\n".join(report(results, options)) + "\n")
+        return 0
+
+    return main
+
+
+def where_line(options):
+    """"Results: <dir>/results.json   TensorBoard: ...": where a run's outputs are."""
+    directory = options.results_dir
+    return (f"Results: {directory}/results.json   TensorBoard: "
+            f"tensorboard --logdir {directory}/logs")
+
+
+def _preset_names(options_class):
+    presets = getattr(options_class, "PRESETS", None) or {}
+    return {name for preset in presets.values() for name in preset}
+
+
+def _calling_module():
+    """The module name absl files flags under: the caller of our caller
+    (the trainer script's path when it runs as __main__)."""
+    name = sys._getframe(2).f_globals.get("__name__", "")
+    return sys.argv[0] if name == "__main__" else name

@@ -21,27 +21,28 @@ index), so a batch is masked the same way in every run and for every scheme.
 
 import dataclasses
 import math
-import pathlib
 import time
-import warnings
+from typing import ClassVar
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from kerapos import positions
+from kerapos.checkpoints.bert import save_encoder_checkpoint
 from kerapos.data import wordpiece
 from kerapos.data.corpus import load_corpus
-from kerapos.eval.extrapolation_benchmark import window_dataset
-from kerapos.models.bert import save_encoder_checkpoint
-from kerapos.models.bert_encoder import POSITION_LAYER_NAME
+from kerapos.data.windows import window_dataset
 from kerapos.models.bert_encoder import BertEncoderBackbone
 from kerapos.models.bert_encoder import build_masked_lm
-from kerapos.training import callbacks as kp_callbacks
 from kerapos.training import runtime
-from kerapos.training.flags import MIXED_PRECISION
-from kerapos.training.strategy import get_strategy
+from kerapos.training import skeleton
+from kerapos.training.options import EpochOptions
+from kerapos.training.options import SweepOptions
+from kerapos.training.options import option
+from kerapos.training.options import override
+from kerapos.utils import atomic
 
 MASK_RATE = 0.15
 MASK_TOKEN_RATE = 0.8
@@ -83,7 +84,7 @@ PRESETS = {
 
 
 @dataclasses.dataclass
-class MLMOptions:
+class MLMOptions(SweepOptions, EpochOptions):
     """Everything an MLM pretraining run depends on (the trainer's flags after
     the preset). `eval_lengths` None = 1x, 2x, 4x `train_length`;
     `vocab_sample_chars` 0 = learn the vocabulary from all training text;
@@ -92,87 +93,54 @@ class MLMOptions:
     without any order information (an encoder without a causal mask is a
     bag of words)."""
 
-    output_dir: str = "runs/mlm"
-    schemes: tuple = positions.available()
-    corpus: str = "gutenberg"
-    train_length: int = 128
-    eval_lengths: tuple = None
-    steps: int = 800
-    epochs: int = 4
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    warmup_fraction: float = 0.05
-    weight_decay: float = 0.01
-    vocab_size: int = 8000
-    vocab_sample_chars: int = 1_000_000
-    num_layers: int = 2
-    hidden_dim: int = 128
-    num_heads: int = 4
-    intermediate_dim: int = 512
-    dropout: float = 0.1
-    eval_tokens: int = 16384
-    eval_batch_size: int = 16
-    seed: int = 0
-    strategy: str = "default"
-    tpu: str = None
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    preset: str = None
+    PRESETS: ClassVar[dict] = PRESETS
 
-    def validate(self):
-        """Raises ValueError naming every bad value and what is valid; fills
-        in the default `eval_lengths`."""
-        problems = []
-        if not self.schemes:
-            problems.append(f"--schemes is empty; give some of {', '.join(positions.available())}")
-        for scheme in self.schemes:
-            if scheme not in positions.available():
-                problems.append(
-                    f"--schemes: {scheme!r} is not one of {', '.join(positions.available())}"
-                )
-        if len(set(self.schemes)) != len(self.schemes):
-            problems.append(f"--schemes lists a scheme twice: {list(self.schemes)}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            problems.append(
-                f"--mixed_precision={self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}"
-            )
-        minimums = dict(
-            train_length=4, steps=1, epochs=1, batch_size=1,
-            vocab_size=len(wordpiece.SPECIAL_TOKENS) + 1, vocab_sample_chars=0,
-            num_layers=1, hidden_dim=1, num_heads=1, intermediate_dim=1,
-            eval_tokens=1, eval_batch_size=1,
-        )
-        for name, minimum in minimums.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                problems.append(f"--{name} must be an integer >= {minimum}, got {value!r}")
-        if not problems and self.steps < self.epochs:
-            problems.append(f"--steps ({self.steps}) must be at least --epochs ({self.epochs})")
-        if not problems and self.hidden_dim % self.num_heads:
-            problems.append(
-                f"--hidden_dim ({self.hidden_dim}) must be divisible by --num_heads ({self.num_heads})"
-            )
-        if self.eval_lengths is None and not problems:
+    preset: str = option(
+        None,
+        "Sizes/steps/lengths: smoke (seconds), cpu (~7 min per scheme on 2 cores), gpu "
+        "(train length 512).",
+        kind="string", choices=sorted(PRESETS),
+    )
+    train_length: int = option(
+        128, "Training sequence length in tokens, [CLS] and [SEP] included.", minimum=4
+    )
+    eval_lengths: tuple = option(
+        None, "Evaluation lengths in tokens (default 1x,2x,4x `train_length`).",
+        kind="integers", minimum=4, allow_empty=False,
+    )
+    vocab_size: int = option(
+        8000, "Largest WordPiece vocabulary, special tokens included.",
+        minimum=len(wordpiece.SPECIAL_TOKENS) + 1,
+    )
+    vocab_sample_chars: int = option(
+        1_000_000,
+        "Learn the vocabulary from about this many characters of the training books (an even "
+        "sample of lines); 0 = all.",
+        minimum=0,
+    )
+    eval_tokens: int = option(
+        16384, "Test tokens read per test book at every evaluation length.", minimum=1
+    )
+    schemes: tuple = override(
+        positions.available(),
+        help=f"Position schemes to train in turn ({', '.join(positions.available())}).",
+    )
+    steps: int = override(800, help="Training steps per scheme (split into `epochs`).")
+    num_layers: int = override(2, help="Encoder blocks.")
+    epochs: int = override(4)
+    model_dir: str = override("runs/mlm")
+    model_name: str = override("mlm")
+
+    def related_problems(self):
+        yield from super().related_problems()
+        if self.steps < self.epochs:
+            yield f"`steps` ({self.steps}) must be at least `epochs` ({self.epochs})"
+
+    def fill_in(self):
+        super().fill_in()
+        if self.eval_lengths is None:
             self.eval_lengths = tuple(m * self.train_length for m in EVAL_MULTIPLES)
-        if self.eval_lengths is not None:
-            if not self.eval_lengths:
-                problems.append("--eval_lengths is empty; give lengths >= 4, e.g. 128,256,512")
-            elif any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4
-                     for n in self.eval_lengths):
-                problems.append(
-                    f"--eval_lengths must all be integers >= 4 ([CLS], tokens, [SEP]), "
-                    f"got {list(self.eval_lengths)}"
-                )
-            else:
-                self.eval_lengths = tuple(sorted({int(n) for n in self.eval_lengths}))
-        if not self.learning_rate > 0:
-            problems.append(f"--learning_rate must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            problems.append(f"--warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
-        if problems:
-            raise ValueError("Invalid options:\n  " + "\n  ".join(problems))
+        self.eval_lengths = tuple(sorted(set(self.eval_lengths)))
 
     @property
     def steps_per_epoch(self):
@@ -331,47 +299,33 @@ def evaluate_masked_lm(model, batches):
     }
 
 
-def build_model(options, scheme, vocabulary_size):
-    """`(backbone, masked LM)` of `scheme`, compiled for training."""
-    backbone = BertEncoderBackbone(
+def build_backbone(options, scheme, vocabulary_size):
+    """The `BertEncoderBackbone` of `scheme` a run trains (a bounded scheme's
+    table holds `train_length` positions)."""
+    return BertEncoderBackbone(
         vocabulary_size,
         scheme,
-        max_sequence_length=options.train_length if scheme == "learned" else None,
+        max_sequence_length=(
+            options.train_length if positions.scheme(scheme).bounded else None
+        ),
         num_layers=options.num_layers,
         hidden_dim=options.hidden_dim,
         num_heads=options.num_heads,
         intermediate_dim=options.intermediate_dim,
         dropout=options.dropout,
     )
-    model = build_masked_lm(backbone)
-    schedule = runtime.warmup_cosine_schedule(
-        options.learning_rate, options.trained_steps,
-        options.warmup_fraction * options.trained_steps, alpha=0.05,
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(
-            schedule, weight_decay=options.weight_decay, clipnorm=1.0
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"
-        ),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=options.jit_compile,
-    )
-    return backbone, model
 
 
 def model_for_length(model, backbone, length, strategy):
     """The trained MLM, or for a learned table shorter than `length` a copy
     whose table is interpolated to `length` (the trained model is untouched)."""
-    if backbone.max_sequence_length is None or length <= backbone.max_sequence_length:
-        return model
-    with strategy.scope():
-        copy_backbone = BertEncoderBackbone.from_config(backbone.get_config())
-        copy = build_masked_lm(copy_backbone)
-        copy.set_weights(model.get_weights())
-        copy_backbone.get_layer(POSITION_LAYER_NAME).extend_to(length, method=LEARNED_EXTENSION)
-    return copy
+
+    def fresh_copy(_):
+        return build_masked_lm(BertEncoderBackbone.from_config(backbone.get_config()))
+
+    return skeleton.model_for_length(
+        model, backbone.position, length, LEARNED_EXTENSION, strategy, copy=fresh_copy
+    )
 
 
 def vocabulary_sample(documents, max_chars):
@@ -384,173 +338,176 @@ def vocabulary_sample(documents, max_chars):
     return lines[::step]
 
 
-def run(options):
+def run(options, command=None):
     """Learns the vocabulary, trains and evaluates every scheme, writes results.
 
     Writes under `options.output_dir`: ``vocab.txt``, ``logs/<scheme>/``
     (TensorBoard: ``train``, ``validation``, ``eval``), ``checkpoints/<scheme>/``
-    (`kerapos.models.bert.save_encoder_checkpoint`, loadable by
-    `load_bert_checkpoint`), ``results.json`` (rewritten after every scheme)
-    and ``results.md``.
+    (`kerapos.checkpoints.bert.save_encoder_checkpoint`, loadable by
+    `load_bert_checkpoint`), ``results.json`` (rewritten after every scheme),
+    ``results.md`` and, given `command`, ``command.txt``.
 
     Returns:
         The results dict written to ``results.json``.
     """
-    options.validate()
-    with runtime.dtype_policy(options.mixed_precision):
-        return _run(options)
+    return skeleton.run(_MLMTask(options), command)
 
 
-def _run(options):
-    started = time.time()
-    output_dir = pathlib.Path(options.output_dir)
-    strategy = get_strategy(options.strategy, options.tpu)
-    corpus = load_corpus(options.corpus, seed=options.seed)
+class _MLMTask(skeleton.SchemeSweep):
+    schedule_alpha = 0.05
+    # The pooler is there for fine-tuning; the MLM loss never reaches it.
+    expected_warnings = (r"Gradients do not exist for variables \['pooled_dense",)
 
-    sample = vocabulary_sample(corpus.train, options.vocab_sample_chars)
-    vocabulary = wordpiece.learn_vocabulary(sample, options.vocab_size)
-    wordpiece.save_vocabulary(vocabulary, output_dir / "vocab.txt")
-    vocabulary_done = time.time()
-    print(f"[kerapos] vocabulary: {len(vocabulary)} pieces (of {options.vocab_size} "
-          f"wanted) from {sum(map(len, sample)):,} characters", flush=True)
+    def prepare(self, context):
+        options, output_dir = self.options, context.output_dir
+        started = time.time()
+        corpus = load_corpus(options.corpus, seed=options.seed)
+        sample = vocabulary_sample(corpus.train, options.vocab_sample_chars)
+        self.vocabulary = vocabulary = wordpiece.learn_vocabulary(sample, options.vocab_size)
+        wordpiece.save_vocabulary(vocabulary, output_dir / "vocab.txt")
+        vocabulary_done = time.time()
+        logging.info(f"[kerapos] vocabulary: {len(vocabulary)} pieces (of {options.vocab_size} "
+                     f"wanted) from {sum(map(len, sample)):,} characters")
 
-    tokenizer = wordpiece.make_tokenizer(vocabulary)
-    train_stream = np.concatenate(wordpiece.tokenize_documents(tokenizer, [d.text for d in corpus.train]))
-    validation_tokens = wordpiece.tokenize_documents(tokenizer, [d.text for d in corpus.validation])
-    test_tokens = wordpiece.tokenize_documents(tokenizer, [d.text for d in corpus.test])
-    tokenized = time.time()
-    print(f"[kerapos] tokens: train {train_stream.size:,}, validation "
-          f"{sum(t.size for t in validation_tokens):,}, test "
-          f"{sum(t.size for t in test_tokens):,}; schemes {', '.join(options.schemes)}; "
-          f"eval lengths {list(options.eval_lengths)}", flush=True)
+        tokenizer = wordpiece.make_tokenizer(vocabulary)
+        self.train_stream = np.concatenate(
+            wordpiece.tokenize_documents(tokenizer, [d.text for d in corpus.train])
+        )
+        validation_tokens = wordpiece.tokenize_documents(tokenizer, [d.text for d in corpus.validation])
+        test_tokens = wordpiece.tokenize_documents(tokenizer, [d.text for d in corpus.test])
+        tokenized = time.time()
+        logging.info(f"[kerapos] tokens: train {self.train_stream.size:,}, validation "
+                     f"{sum(t.size for t in validation_tokens):,}, test "
+                     f"{sum(t.size for t in test_tokens):,}; schemes {', '.join(options.schemes)}; "
+                     f"eval lengths {list(options.eval_lengths)}")
 
-    vocabulary_size = len(vocabulary)
-    validation_batches = evaluation_batches(
-        validation_tokens, options.train_length, options, vocabulary_size, VALIDATION_STREAM
-    )
-    test_batches = {
-        length: evaluation_batches(test_tokens, length, options, vocabulary_size, TEST_STREAM)
-        for length in options.eval_lengths
-    }
-    results = {
-        "flags": dataclasses.asdict(options),
-        "preset": options.preset,
-        "device": runtime.device_description(),
-        "num_replicas": strategy.num_replicas_in_sync,
-        "corpus": {
-            **corpus.info,
-            "tokens": {
-                "train": int(train_stream.size),
-                "validation": {d.name: int(t.size) for d, t in zip(corpus.validation, validation_tokens)},
-                "test": {d.name: int(t.size) for d, t in zip(corpus.test, test_tokens)},
+        size = len(vocabulary)
+        self.validation_batches = evaluation_batches(
+            validation_tokens, options.train_length, options, size, VALIDATION_STREAM
+        )
+        self.test_batches = {
+            length: evaluation_batches(test_tokens, length, options, size, TEST_STREAM)
+            for length in options.eval_lengths
+        }
+        self.started = started
+        self.results = {
+            "flags": dataclasses.asdict(options),
+            "preset": options.preset,
+            "device": runtime.device_description(),
+            "num_replicas": context.strategy.num_replicas_in_sync,
+            "corpus": {
+                **corpus.info,
+                "tokens": {
+                    "train": int(self.train_stream.size),
+                    "validation": {d.name: int(t.size)
+                                   for d, t in zip(corpus.validation, validation_tokens)},
+                    "test": {d.name: int(t.size) for d, t in zip(corpus.test, test_tokens)},
+                },
             },
-        },
-        "vocabulary": {
-            "size": vocabulary_size,
-            "requested": options.vocab_size,
-            "sample_characters": sum(map(len, sample)),
-            "lowercase": True,
-            "file": str(output_dir / "vocab.txt"),
-        },
-        "masking": {
-            "rate": MASK_RATE, "mask_token": MASK_TOKEN_RATE, "random_token": RANDOM_TOKEN_RATE,
-            "seed": options.seed,
-        },
-        "timings": {
-            "vocabulary_s": round(vocabulary_done - started, 2),
-            "tokenize_s": round(tokenized - vocabulary_done, 2),
-        },
-        "schemes": {},
-    }
-    for scheme in options.schemes:
-        results["schemes"][scheme], results["timings"][scheme] = _train_and_evaluate(
-            options, scheme, train_stream, validation_batches, test_batches,
-            vocabulary, strategy, output_dir,
-        )
-        kp_callbacks.write_json_atomically(output_dir / "results.json", results)
-    results["timings"]["total_s"] = round(time.time() - started, 2)
-    kp_callbacks.write_json_atomically(output_dir / "results.json", results)
-    (output_dir / "results.md").write_text(results_markdown(results, options), encoding="utf-8")
-    return results
+            "vocabulary": {
+                "size": size,
+                "requested": options.vocab_size,
+                "sample_characters": sum(map(len, sample)),
+                "lowercase": True,
+                "file": str(output_dir / "vocab.txt"),
+            },
+            "masking": {
+                "rate": MASK_RATE, "mask_token": MASK_TOKEN_RATE,
+                "random_token": RANDOM_TOKEN_RATE, "seed": options.seed,
+            },
+            "timings": {
+                "vocabulary_s": round(vocabulary_done - started, 2),
+                "tokenize_s": round(tokenized - vocabulary_done, 2),
+            },
+            "schemes": {},
+        }
 
+    def build_model(self, context, scheme):
+        logging.info(f"== {scheme}: training {self.options.trained_steps} steps")
+        self.backbone = build_backbone(self.options, scheme, len(self.vocabulary))
+        return build_masked_lm(self.backbone)
 
-def _train_and_evaluate(options, scheme, train_stream, validation_batches, test_batches,
-                        vocabulary, strategy, output_dir):
-    """Trains one scheme, saves its encoder checkpoint, evaluates it at every
-    length; returns `(record, timings)`."""
-    print(f"== {scheme}: training {options.trained_steps} steps", flush=True)
-    scheme_started = time.time()
-    log_dir = output_dir / "logs" / scheme
-    keras.utils.set_random_seed(options.seed)
-    with strategy.scope():
-        backbone, model = build_model(options, scheme, len(vocabulary))
-    with warnings.catch_warnings():
-        # The pooler is there for fine-tuning; the MLM loss never reaches it.
-        warnings.filterwarnings(
-            "ignore", message=r"Gradients do not exist for variables \['pooled_dense"
-        )
-        history = model.fit(
-            training_batches(train_stream, options, len(vocabulary)),
-            validation_data=validation_batches,
-            epochs=options.epochs,
+    def build_inputs(self, context, scheme):
+        options = self.options
+        return skeleton.Inputs(
+            train=training_batches(self.train_stream, options, len(self.vocabulary)),
+            validation=self.validation_batches,
             steps_per_epoch=options.steps_per_epoch,
-            callbacks=[
-                kp_callbacks.LearningRateLogger(),
-                keras.callbacks.TensorBoard(
-                    str(log_dir), update_freq=max(1, options.steps_per_epoch // 10)
-                ),
-            ],
-            shuffle=False,  # random windows already
-            verbose=runtime.fit_verbosity(),
+            epochs=options.epochs,
+            stream=True,
         )
-    trained = time.time()
-    checkpoint = output_dir / "checkpoints" / scheme
-    save_encoder_checkpoint(
-        checkpoint, backbone, vocabulary,
-        metadata={"train_length": options.train_length, "steps": options.trained_steps,
-                  "corpus": options.corpus},
-    )
 
-    accuracy, loss, predictions = {}, {}, {}
-    writer = tf.summary.create_file_writer(str(log_dir / "eval"))
-    for length, batches in test_batches.items():
-        if batches is None:
-            print(f"  [{scheme}] L={length}: no test book holds a whole window; skipped",
-                  flush=True)
-            continue
-        scores = evaluate_masked_lm(model_for_length(model, backbone, length, strategy), batches)
-        key = str(length)
-        accuracy[key], loss[key], predictions[key] = (
-            scores["accuracy"], scores["loss"], scores["predictions"]
+    def compile_arguments(self):
+        return dict(
+            loss=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"
+            ),
+            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-        with writer.as_default():
+
+    def evaluation_lengths(self, scheme):
+        return [(str(length), length) for length in self.options.eval_lengths]
+
+    def evaluate(self, context, trained):
+        self.writer = tf.summary.create_file_writer(str(context.log_dir(trained.name) / "eval"))
+        scores = super().evaluate(context, trained)
+        self.writer.flush()
+        return scores
+
+    def evaluate_length(self, context, trained, key, length):
+        scheme, batches = trained.name, self.test_batches[length]
+        if batches is None:
+            logging.info(f"  [{scheme}] L={length}: no test book holds a whole window; skipped")
+            return None
+        model = model_for_length(trained.model, self.backbone, length, trained.strategy)
+        scores = evaluate_masked_lm(model, batches)
+        with self.writer.as_default():
             tf.summary.scalar("mlm_accuracy", scores["accuracy"], step=length)
             tf.summary.scalar("mlm_loss", scores["loss"], step=length)
-        print(f"  [{scheme}] L={length:<6d} MLM accuracy {scores['accuracy']:.4f}  "
-              f"loss {scores['loss']:.4f}  ({scores['predictions']} masked tokens)", flush=True)
-    writer.flush()
-    extended = [key for key in accuracy if int(key) > options.train_length]
-    record = {
-        "mlm_accuracy": accuracy,
-        "mlm_loss": loss,
-        "masked_tokens": predictions,
-        "learned_extension": (
-            {"method": LEARNED_EXTENSION, "lengths": extended} if scheme == "learned" else None
-        ),
-        "final_train_loss": float(history.history["loss"][-1]),
-        "final_train_accuracy": float(history.history["accuracy"][-1]),
-        "validation_accuracy": (
-            float(history.history["val_accuracy"][-1]) if "val_accuracy" in history.history else None
-        ),
-        "parameters": int(backbone.count_params()),
-        "checkpoint": str(checkpoint),
-    }
-    timings = {
-        "train_s": round(trained - scheme_started, 2),
-        "eval_s": round(time.time() - trained, 2),
-        "seconds_per_step": round((trained - scheme_started) / options.trained_steps, 4),
-    }
-    return record, timings
+        logging.info(f"  [{scheme}] L={length:<6d} MLM accuracy {scores['accuracy']:.4f}  "
+                     f"loss {scores['loss']:.4f}  ({scores['predictions']} masked tokens)")
+        return scores
+
+    def export(self, context, trained):
+        options = self.options
+        checkpoint = context.output_dir / "checkpoints" / trained.name
+        save_encoder_checkpoint(
+            checkpoint, self.backbone, self.vocabulary,
+            metadata={"train_length": options.train_length, "steps": options.trained_steps,
+                      "corpus": options.corpus},
+        )
+        return {"checkpoint": str(checkpoint)}
+
+    def record(self, context, trained, scores, exports):
+        options, scheme, history = self.options, trained.name, trained.history
+        extended = [key for key in scores if int(key) > options.train_length]
+        self.results["schemes"][scheme] = {
+            "mlm_accuracy": {key: score["accuracy"] for key, score in scores.items()},
+            "mlm_loss": {key: score["loss"] for key, score in scores.items()},
+            "masked_tokens": {key: score["predictions"] for key, score in scores.items()},
+            "learned_extension": (
+                {"method": LEARNED_EXTENSION, "lengths": extended}
+                if positions.scheme(scheme).bounded else None
+            ),
+            "final_train_loss": float(history["loss"][-1]),
+            "final_train_accuracy": float(history["accuracy"][-1]),
+            "validation_accuracy": (
+                float(history["val_accuracy"][-1]) if "val_accuracy" in history else None
+            ),
+            "parameters": int(self.backbone.count_params()),
+            "checkpoint": exports.get("checkpoint"),
+        }
+        train_seconds = trained.finished - trained.started
+        self.results["timings"][scheme] = {
+            "train_s": round(train_seconds, 2),
+            "eval_s": round(time.time() - trained.finished, 2),
+            "seconds_per_step": round(train_seconds / options.trained_steps, 4),
+        }
+
+    def finish(self, context):
+        self.results["timings"]["total_s"] = round(time.time() - self.started, 2)
+        atomic.write_text(context.output_dir / "results.md",
+                          results_markdown(self.results, self.options))
 
 
 def results_markdown(results, options):

@@ -1,11 +1,9 @@
 """Small pieces every training run shares: the learning-rate schedule, the
-dtype policy, the device description and command line written beside
-results, and the progress-bar choice."""
+dtype policy, the device description written beside results, and the
+progress-bar choice."""
 
 import contextlib
 import os
-import pathlib
-import shlex
 import sys
 
 import keras
@@ -27,7 +25,7 @@ def warmup_cosine_schedule(peak_learning_rate, total_steps, warmup_steps, alpha=
 
 def device_description():
     """'CPU (N cores)' or 'K GPU(s): <names>' for results files."""
-    if keras.backend.backend() == "jax":  # the GPU benchmarks in kerapos.eval.*_backend_*
+    if keras.backend.backend() == "jax":  # the JAX GPU harness in benchmarks/gpu/
         import jax
 
         devices = jax.devices()
@@ -61,13 +59,3 @@ def dtype_policy(name):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
-
-
-def write_command_file(directory, script):
-    """Writes `<directory>/command.txt`: the exact command line of this run
-    (`python <script> <arguments as given>`), so every result says how it was made."""
-    command = " ".join(["python", script, *map(shlex.quote, sys.argv[1:])])
-    path = pathlib.Path(directory) / "command.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(command + "\n")
-    return path

@@ -3,8 +3,9 @@
 import json
 import os
 
-import kerapos  # noqa: F401
 import tensorflow as tf
+
+from kerapos.utils import checks
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
@@ -28,8 +29,7 @@ def get_strategy(name="default", tpu=None):
         its `scope()`; batch sizes passed to `tf.data` are global and split
         across `strategy.num_replicas_in_sync` replicas.
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
+    checks.choice(name, "strategy", STRATEGIES)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
@@ -134,7 +134,7 @@ def _check_tf_config():
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         raise ValueError(
-            "--strategy=multi_worker needs the TF_CONFIG environment variable, e.g. "
+            "`strategy`=multi_worker needs the TF_CONFIG environment variable, e.g. "
             'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
             '"task": {"type": "worker", "index": 0}}\' on the first worker.'
         )

@@ -9,30 +9,19 @@ import textwrap
 
 import numpy as np
 import pytest
-
-import kerapos  # noqa: F401
-
 from helpers import REPO_ROOT
 from helpers import run_python
+
+import kerapos  # noqa: F401
 from kerapos import positions
-from kerapos.eval.extrapolation import ROTARY_VARIANTS
-from kerapos.eval.extrapolation_benchmark import BenchmarkOptions
-from kerapos.eval.extrapolation_benchmark import PRESETS
-from kerapos.eval.extrapolation_benchmark import run_benchmark
+from kerapos.benchmarks.extrapolation import PRESETS
+from kerapos.benchmarks.extrapolation import BenchmarkOptions
+from kerapos.benchmarks.extrapolation import run_benchmark
+from kerapos.positions import ROTARY_VARIANTS
+from tests.trainers.corpus import write_corpus
 
 TRAINER = "trainers/extrapolation.py"
-WORDS = ("the grass is green and the sky is blue while the sun is yellow over "
-         "fields where birds sing songs of home").split()
 SERVE_TEXTS = ["the grass is", "", "caf\u00e9 \U0001F600", "x" * 500]
-
-
-def write_corpus(directory, num_documents=4, words=300):
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for index in range(num_documents):
-        text = " ".join(rng.choice(WORDS, size=words)) + ".\n"
-        (directory / f"doc{index}.txt").write_text(text, encoding="utf-8")
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +120,9 @@ def test_export_reloaded_with_tensorflow_only(smoke_run):
     assert served["dtypes"] == ["int64", "string", "float32"]
     assert served["empty_shape"] == [0, 5]
 
+    from kerapos.checkpoints.language_model import load_language_model
     from kerapos.data.byte_tokenizer import ByteTokenizer
     from kerapos.export.language_model import next_token_top_k
-    from kerapos.models.causal_lm import load_language_model
 
     model, tokenizer, info = load_language_model(root / "run" / "models" / "rotary.keras")
     ids, probabilities = next_token_top_k(model, tokenizer, SERVE_TEXTS, info["train_length"])
@@ -144,7 +133,7 @@ def test_export_reloaded_with_tensorflow_only(smoke_run):
 
 
 def test_same_seed_same_numbers(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", words=150)
+    corpus = write_corpus(tmp_path / "corpus", words_per_line=150)
     common = dict(schemes=("alibi",), corpus=str(corpus), train_length=8,
                   eval_lengths=(8, 16), steps=2, batch_size=2, num_layers=1,
                   hidden_dim=8, num_heads=2, intermediate_dim=16, max_eval_tokens=16,
@@ -159,8 +148,8 @@ def test_same_seed_same_numbers(tmp_path):
 @pytest.mark.parametrize(
     "arguments,message",
     [
-        (["--schemes=rotary,rope"], "Unknown position scheme 'rope'; valid names are: none, "),
-        (["--eval_lengths=16,0"], "every eval length (--eval_lengths) must be an int >= 1"),
+        (["--schemes=rotary,rope"], "--schemes[1] must be one of 'none', 'sinusoidal', "),
+        (["--eval_lengths=16,0"], "--eval_lengths[1] must be an integer >= 1, got 0"),
         (["--corpus={missing}"], "unknown corpus"),
         (["--corpus={empty}"], "has no *.txt files"),
         (["--schemes=t5", '--position_configs={{"rotary": {{}}}}'],

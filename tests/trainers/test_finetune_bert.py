@@ -16,14 +16,14 @@ import keras_hub  # noqa: F401  (registers the BertBackbone layers for load_mode
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import FIXTURE
+from helpers import run_python
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import kerapos.layers.learned_position_embedding  # noqa: F401  (registers the layer)
-from helpers import FIXTURE
-from helpers import run_python
+from kerapos.checkpoints.bert import default_checkpoint
+from kerapos.checkpoints.bert import load_bert_checkpoint
 from kerapos.data.conll import load_wnut16
-from kerapos.models.bert import default_checkpoint
-from kerapos.models.bert import load_bert_checkpoint
 from tests.export.test_bert_export import check_token_outputs
 from tests.export.test_bert_export import reference_probabilities
 from tests.export.test_bert_export import reference_word_label_ids
@@ -68,7 +68,8 @@ def token_run(tmp_path_factory):
     _write_conll(conll_dir / "dev.txt", wnut.validation[:8])
     _write_conll(conll_dir / "test.txt", wnut.test[:12])
     result = _cli(root, "--task=token_classification", f"--dataset={conll_dir}",
-                  f"--lora_rank={LORA_RANK}", "--strategy=mirrored", "--learning_rate=1e-3", "--max_test_examples=12")
+                  f"--lora_rank={LORA_RANK}", "--strategy=mirrored", "--learning_rate=1e-3",
+                  "--max_test_examples=12")
     return root, result, json.loads((root / "run" / "results.json").read_text())
 
 
@@ -136,7 +137,7 @@ def _scalars(directory, tag):
 
 
 def test_tensorboard_scalars_and_hparams(classification_run, token_run):
-    for root, _, results in (classification_run, token_run):
+    for root, _, _ in (classification_run, token_run):
         logs = root / "run" / "logs"
         train = EventAccumulator(str(logs / "train"), size_guidance={"tensors": 0})
         train.Reload()
@@ -211,7 +212,7 @@ def test_token_classifier_export_in_fresh_process_matches_keras_model(token_run,
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--max_length=2"], "--max_length must be >= 3"),
+        (["--max_length=2"], "--max_length must be an integer >= 3, got 2"),
         (["--strategy=mirrored", "--gradient_accumulation_steps=2"], "use --strategy=default"),
         (["--task=token_classification", "--dataset=/no/such/dir"], "/no/such/dir"),
         (["--checkpoint={bad}"], "lacks model.safetensors, vocab.txt"),

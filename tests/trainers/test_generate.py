@@ -1,16 +1,15 @@
 """trainers/generate.py on a tiny trained model, in a subprocess."""
 
+import keras
 import numpy as np
 import pytest
+from helpers import run_python
 
 import kerapos  # noqa: F401
-import keras
-
-from helpers import run_python
+from kerapos.checkpoints.language_model import save_language_model
 from kerapos.data.byte_tokenizer import ByteTokenizer
 from kerapos.models.causal_lm import build_causal_lm
 from kerapos.models.causal_lm import sample_tokens
-from kerapos.models.causal_lm import save_language_model
 
 GENERATE = "trainers/generate.py"
 

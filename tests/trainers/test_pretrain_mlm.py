@@ -6,33 +6,22 @@ import math
 
 import numpy as np
 import pytest
+from helpers import run_python
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import kerapos  # noqa: F401
-
-from helpers import run_python
-from kerapos.models import bert
+from kerapos.checkpoints import bert
 from kerapos.training.mlm import PRESETS
+from tests.trainers.corpus import write_corpus
 
 TRAINER = "trainers/pretrain_mlm.py"
 SCHEMES = ("learned", "alibi")
-WORDS = ("the grass is green and the sky is blue while the sun is yellow over "
-         "fields where birds sing songs of home").split()
-
-
-def write_corpus(directory, num_documents=4, lines=60):
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for index in range(num_documents):
-        text = "\n".join(" ".join(rng.choice(WORDS, size=12)) + "." for _ in range(lines))
-        (directory / f"doc{index}.txt").write_text(text, encoding="utf-8")
-    return directory
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlm")
-    corpus = write_corpus(root / "corpus")
+    corpus = write_corpus(root / "corpus", lines=60, words_per_line=12)
     result = run_python([
         TRAINER, "--preset=smoke", f"--corpus={corpus}", f"--model_dir={root / 'run'}",
         f"--schemes={','.join(SCHEMES)}",
@@ -124,7 +113,7 @@ def test_checkpoints_load_for_fine_tuning(smoke_run):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--schemes=rotary,rope"], "--schemes: 'rope' is not one of none, sinusoidal"),
+        (["--schemes=rotary,rope"], "--schemes[1] must be one of 'none', 'sinusoidal', "),
         (["--eval_lengths=16,abc"], "--eval_lengths takes integers"),
         (["--train_length=2", "--dropout=1.5"], "--train_length must be an integer >= 4"),
         (["--corpus={missing}"], "unknown corpus"),

@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from helpers import FIXTURE
 from helpers import REPO_ROOT
 from helpers import run_python
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 from kerapos.training.classification import ClassifierOptions
 from kerapos.training.classification import run
 
@@ -69,8 +69,13 @@ def test_cli_prints_accuracy_and_export_path(cli_run):
     assert "Test accuracy by evaluation length" in result.stdout
     assert f"SavedModel for TF Serving: {root / 'exports' / 'tiny' / '1'}" in result.stdout
     assert "Traceback" not in result.stderr
-    # absl INFO lines of the SavedModel writer stay out of the output by default.
+    # kerapos' progress lines go to stdout as plain lines; absl INFO lines of
+    # the SavedModel writer stay out of the output by default.
+    assert "\n[kerapos] test accuracy @    16 tokens: " in result.stdout
+    assert f"\n[kerapos] exported {root / 'exports' / 'tiny' / '1'}\n" in result.stdout
     assert "Writing fingerprint" not in result.stdout + result.stderr
+    command = (root / "run" / "command.txt").read_text()
+    assert command.startswith(f"python trainers/train_classifier.py --dataset={FIXTURE} ")
 
 
 def test_results_json(cli_run):
@@ -99,13 +104,16 @@ def test_tensorboard_scalars_hparams_and_image(cli_run):
         assert tag in tags, (tag, tags)
     losses = [float(tf.make_ndarray(e.tensor_proto)) for e in train.Tensors("epoch_loss")]
     assert len(losses) == 2 and all(np.isfinite(losses))
-    validation = EventAccumulator(str(logs / "validation")); validation.Reload()
+    validation = EventAccumulator(str(logs / "validation"))
+    validation.Reload()
     assert "epoch_accuracy" in validation.Tags()["tensors"]
-    root_events = EventAccumulator(str(logs)); root_events.Reload()
+    root_events = EventAccumulator(str(logs))
+    root_events.Reload()
     root_tags = root_events.Tags()["tensors"]
     assert "_hparams_/session_start_info" in root_tags, root_tags
     assert "position_similarity" in root_tags
-    test_events = EventAccumulator(str(logs / "test")); test_events.Reload()
+    test_events = EventAccumulator(str(logs / "test"))
+    test_events.Reload()
     assert "test_accuracy_full" in test_events.Tags()["tensors"]
 
 
@@ -156,7 +164,8 @@ def test_second_export_gets_version_2_and_mirrored_strategy_runs(tmp_path):
 def test_main_job_resumes_after_kill(tmp_path):
     # `make run`'s flagfile, shrunk to the fixture by the flags after it.
     command = [
-        sys.executable, TRAINER, "--flagfile=trainers/configs/main.flags", *TINY, "--epochs=8", "--patience=100", f"--model_dir={tmp_path / 'run'}",
+        sys.executable, TRAINER, "--flagfile=trainers/configs/main.flags", *TINY, "--epochs=8",
+        "--patience=100", f"--model_dir={tmp_path / 'run'}",
         f"--export_dir={tmp_path / 'exports'}", "--model_name=resume",
     ]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
@@ -191,8 +200,8 @@ def test_main_job_resumes_after_kill(tmp_path):
         (["--dataset=/no/such/file.json"], "/no/such/file.json"),
         (["--position_config={not json"], "--position_config must be a JSON object"),
         (["--eval_max_lengths=128,abc"], "--eval_max_lengths takes integers"),
-        (["--max_length=0"], "--max_length must be >= 1"),
-        (["--word_dropout=1"], "--word_dropout must be in [0, 1)"),
+        (["--max_length=0"], "--max_length must be an integer >= 1, got 0"),
+        (["--word_dropout=1"], "--word_dropout must be a number >= 0.0 and < 1.0, got 1.0"),
     ],
 )
 def test_bad_flags_fail_fast_with_clear_message(args, message, tmp_path):

@@ -7,8 +7,8 @@ grows with batch x length^2, so long reviews must come in smaller batches.
 import numpy as np
 import pytest
 
+from kerapos.checkpoints import bert
 from kerapos.data.imdb import Split
-from kerapos.models import bert
 from kerapos.training import bert_finetune
 
 pytestmark = pytest.mark.skipif(

@@ -9,11 +9,11 @@ import pytest
 import tensorflow as tf
 
 import kerapos  # noqa: F401
-
 from kerapos.data import wordpiece
 from kerapos.models.bert_encoder import BertEncoderBackbone
 from kerapos.models.bert_encoder import build_masked_lm
 from kerapos.training import mlm
+from kerapos.training.options import OptionsError
 
 VOCABULARY_SIZE = 1000
 SEQUENCE_LENGTH = 64
@@ -165,15 +165,20 @@ def test_learned_table_is_interpolated_on_a_copy():
 def test_options_validation_names_every_problem():
     options = mlm.MLMOptions(schemes=("rotary", "rope", "rotary"), train_length=2, dropout=1.5,
                              eval_lengths=(128, 2), mixed_precision="fp8")
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(OptionsError) as error:
         options.validate()
-    message = str(error.value)
-    for expected in ("'rope' is not one of none, sinusoidal", "lists a scheme twice",
-                     "--train_length must be an integer >= 4, got 2", "--dropout must be in [0, 1)",
-                     "--eval_lengths must all be integers >= 4", "--mixed_precision='fp8'"):
-        assert expected in message, message
+    assert error.value.problems == [
+        "`dropout` must be a number >= 0.0 and < 1.0, got 1.5.",
+        "`mixed_precision` must be one of 'none', 'mixed_float16', 'mixed_bfloat16'; got 'fp8'.",
+        "`schemes[1]` must be one of 'none', 'sinusoidal', 'learned', 'rotary', 'xpos', "
+        "'alibi', 't5'; got 'rope'.",
+        "`schemes` lists a value twice: ['rotary', 'rope', 'rotary'].",
+        "`train_length` must be an integer >= 4, got 2.",
+        "`eval_lengths[1]` must be an integer >= 4, got 2.",
+    ]
     defaults = mlm.MLMOptions(train_length=32)
     defaults.validate()
     assert defaults.eval_lengths == (32, 64, 128)
-    with pytest.raises(ValueError, match=r"--steps \(3\) must be at least --epochs \(4\)"):
+    assert defaults.output_dir == defaults.model_dir == "runs/mlm"
+    with pytest.raises(OptionsError, match=r"`steps` \(3\) must be at least `epochs` \(4\)"):
         mlm.MLMOptions(steps=3, epochs=4).validate()

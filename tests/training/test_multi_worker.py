@@ -20,10 +20,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import FIXTURE
 from helpers import REPO_ROOT
 from helpers import run_python
+
 from kerapos.data import text_pipeline
 from kerapos.data.imdb import load_classification_data
 from kerapos.training.strategy import enable_multi_worker_fit
