@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kerapos-installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test venv data bench-layers bench-classification bench-extrapolation clean
+.PHONY: run test lint venv data bench-layers clean
 
 $(STAMP): requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,11 +27,14 @@ data: venv
 run: data
 	$(PY) trainers/train_classifier.py --flagfile=trainers/configs/main.flags
 
-test: data
+test: data lint
 	$(PY) -m pytest tests
 
+lint: venv
+	$(PY) -m ruff check .
+
 bench-layers: venv
-	$(PY) -m kerapos.eval.layer_benchmark --output_dir=benchmarks/layers
+	$(PY) -m kerapos.benchmarks.layers --output_dir=benchmarks/layers
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -8,8 +8,12 @@ runtime, so it is done here, before any test module runs an op.
 import os
 import sys
 
-import kerapos  # noqa: F401  (sets quiet logging and the Keras backend first)
+# kerapos quiets TensorFlow's start-up and sets the Keras backend before TF loads.
+# isort: off
+import kerapos  # noqa: F401
 import tensorflow as tf
+
+# isort: on
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))

@@ -23,9 +23,12 @@ if str(REPO_ROOT) not in sys.path:
 from absl import app  # noqa: E402  (after the sys.path set-up above)
 from absl import flags  # noqa: E402
 
-import kerapos  # noqa: E402, F401  (Keras backend; TensorFlow only when it is the backend)
+# kerapos sets the Keras backend and quiets TensorFlow before keras imports it.
+# isort: off
+import kerapos  # noqa: E402, F401
 import keras  # noqa: E402
 
+# isort: on
 from kerapos.training import runtime  # noqa: E402
 from kerapos.utils import atomic  # noqa: E402
 

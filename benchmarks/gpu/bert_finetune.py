@@ -45,10 +45,9 @@ import pathlib
 import shutil
 
 import backend_run  # first: puts the checkout's root on sys.path and sets the Keras backend (see there)
-from absl import flags
-
 import keras
 import numpy as np
+from absl import flags
 
 from kerapos.training import runtime
 from kerapos.utils import atomic

@@ -33,10 +33,9 @@ import pathlib
 import types
 
 import backend_run  # first: puts the checkout's root on sys.path and sets the Keras backend (see there)
-from absl import flags
-
 import keras
 import numpy as np
+from absl import flags
 
 from kerapos import positions
 from kerapos.training import runtime

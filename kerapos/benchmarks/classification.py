@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from kerapos import positions
 from kerapos.training import flags as kp_flags
 from kerapos.utils import atomic
 
@@ -43,9 +44,9 @@ RUNS = {
                                           "--max_length=1024"],
     # Train short (128 tokens), test long: every scheme.
     **{f"lstm_{p}_128": ["--model=lstm", f"--position={p}", "--epochs=3", *TRAIN_SHORT]
-       for p in ("none", "sinusoidal", "learned")},
+       for p in ("none", *positions.available("input"))},
     **{f"transformer_{p}_128": [*TRANSFORMER, f"--position={p}", *TRAIN_SHORT]
-       for p in ("none", "sinusoidal", "learned", "rotary", "xpos", "alibi", "t5")},
+       for p in positions.available()},
     "transformer_rotary_128_logn": [*TRANSFORMER, "--position=rotary", "--logn_scaling", *TRAIN_SHORT],
     # Longer training length for the best accuracy.
     "transformer_rotary_512": [*TRANSFORMER, "--position=rotary", "--max_length=512",

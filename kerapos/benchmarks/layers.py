@@ -17,15 +17,13 @@ import platform
 import statistics
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
-
-import kerapos  # noqa: F401
 import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
+from absl import app
+from absl import flags
+from absl import logging
 
 from kerapos import positions
 from kerapos.layers.alibi_bias import ALiBiBias

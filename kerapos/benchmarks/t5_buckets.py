@@ -14,14 +14,12 @@ distances it covers, whether training could reach it, and its learned bias.
 
 import sys
 
+import keras
+import numpy as np
 from absl import app
 from absl import flags
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import kerapos.models  # noqa: F401  (registers the model classes for loading)
-import keras
-import numpy as np
-
 from kerapos.layers.relative_position_bias import RelativePositionBias
 from kerapos.layers.relative_position_bias import _relative_position_bucket
 from kerapos.utils import checks

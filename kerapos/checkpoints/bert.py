@@ -46,7 +46,6 @@ import os
 import pathlib
 import struct
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
 import keras_hub
 

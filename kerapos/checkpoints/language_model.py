@@ -19,7 +19,6 @@ model, tokenizer, sidecar = language_model.load_language_model(
 import json
 import pathlib
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
 
 from kerapos.data.byte_tokenizer import tokenizer_from_config

@@ -23,7 +23,6 @@ passkey_accuracy(model, ByteTokenizer(), length=512, num_trials=10, seed=0)
 import dataclasses
 import re
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import numpy as np
 import tensorflow as tf
 

@@ -44,7 +44,6 @@ for variant in perplexity.variants_for("rotary"):   # "none", "linear", ...
 
 import math
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
 import numpy as np
 import tensorflow as tf

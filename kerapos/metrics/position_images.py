@@ -1,6 +1,5 @@
 """Pictures of what a trained model's position scheme does, for TensorBoard."""
 
-import kerapos  # noqa: F401
 import numpy as np
 
 from kerapos import positions

@@ -15,7 +15,6 @@ embeddings = mean_pooled_embeddings(backbone, tokenizer, ["Hi there."])
 ```
 """
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras_hub
 import numpy as np
 

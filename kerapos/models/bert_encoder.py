@@ -18,7 +18,6 @@ to the token embedding, read only at the masked positions.
 
 import math
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
 import keras_hub
 from keras import ops
@@ -83,15 +82,9 @@ class BertEncoderBackbone(keras.Model):
     def __init__(
         self,
         vocabulary_size,
-        position,
-        position_config=None,
-        max_sequence_length=None,
-        num_layers=2,
-        hidden_dim=128,
-        num_heads=4,
-        intermediate_dim=512,
-        dropout=0.1,
-        dtype=None,
+        position, position_config=None, max_sequence_length=None,  # the scheme, from the registry
+        num_layers=2, hidden_dim=128, num_heads=4, intermediate_dim=512,  # the block stack
+        dropout=0.1, dtype=None,
         **kwargs,
     ):
         vocabulary_size = checks.integer(vocabulary_size, "vocabulary_size", minimum=1)

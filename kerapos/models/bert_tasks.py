@@ -18,7 +18,6 @@ Every task model takes the encoder's inputs ``{"token_ids", "segment_ids",
 "padding_mask"}`` (int32 `[batch, seq]`) and returns float32 probabilities.
 """
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
 import keras_hub
 import tensorflow as tf

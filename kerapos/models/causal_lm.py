@@ -9,7 +9,6 @@ loading with the tokenizer and training length: `kerapos.checkpoints.language_mo
 
 import math
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 import keras
 import numpy as np
 import tensorflow as tf
@@ -27,16 +26,9 @@ EMPTY_PROMPT_CONTEXT = (10,)  # "\n" as a byte token
 
 def build_causal_lm(
     vocab_size,
-    position,
-    position_config=None,
-    max_length=None,
-    num_layers=2,
-    hidden_dim=128,
-    num_heads=4,
-    intermediate_dim=512,
-    dropout=0.0,
-    tie_embeddings=True,
-    logn_train_length=None,
+    position, position_config=None, max_length=None,  # the scheme, from the registry
+    num_layers=2, hidden_dim=128, num_heads=4, intermediate_dim=512,  # the block stack
+    dropout=0.0, tie_embeddings=True, logn_train_length=None,
 ):
     """A pre-norm decoder-only Transformer LM (GPT-2 layout) with any scheme.
 

@@ -4,7 +4,6 @@ the stack of Transformer blocks."""
 
 import math
 
-import kerapos  # noqa: F401
 import keras
 
 from kerapos import positions

@@ -1,6 +1,5 @@
 """The LSTM text classifier with a selectable input position encoding."""
 
-import kerapos  # noqa: F401
 import keras
 
 from kerapos import positions
@@ -10,16 +9,10 @@ from kerapos.utils import checks
 
 
 def build_lstm_classifier(
-    vocab_size,
-    num_classes,
-    position="sinusoidal",
-    position_config=None,
-    max_length=None,
-    embedding_dim=128,
-    lstm_units=128,
-    hidden_units=64,
-    dropout=0.0,
-    word_dropout=0.0,
+    vocab_size, num_classes,
+    position="sinusoidal", position_config=None, max_length=None,  # the scheme, from the registry
+    embedding_dim=128, lstm_units=128, hidden_units=64,
+    dropout=0.0, word_dropout=0.0,
 ):
     """Embedding(mask_zero) -> position -> LSTM -> Dense(relu) -> Dense(softmax).
 

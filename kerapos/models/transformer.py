@@ -1,6 +1,5 @@
 """The Transformer classifier, built from `kerapos.layers` blocks and pooling."""
 
-import kerapos  # noqa: F401
 import keras
 
 from kerapos.layers.masked_pooling import MaskedPooling
@@ -11,19 +10,10 @@ from kerapos.utils import checks
 
 
 def build_transformer_classifier(
-    vocab_size,
-    num_classes,
-    position="rotary",
-    position_config=None,
-    max_length=None,
-    num_layers=2,
-    hidden_dim=128,
-    num_heads=4,
-    intermediate_dim=256,
-    dropout=0.1,
-    pooling="mean",
-    logn_train_length=None,
-    word_dropout=0.0,
+    vocab_size, num_classes,
+    position="rotary", position_config=None, max_length=None,  # the scheme, from the registry
+    num_layers=2, hidden_dim=128, num_heads=4, intermediate_dim=256,  # the block stack
+    dropout=0.1, pooling="mean", logn_train_length=None, word_dropout=0.0,
 ):
     """A Transformer encoder classifier taking any scheme from the registry.
 

@@ -15,9 +15,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import FIXTURE
 from helpers import run_python
+
 from kerapos.checkpoints import bert
 from kerapos.models import bert_tasks
 

@@ -13,9 +13,9 @@ import classifier_train as gpu_classifier_train  # benchmarks/gpu/classifier_tra
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import FIXTURE
 from helpers import run_python
+
 from kerapos.data import text_pipeline
 from kerapos.data.imdb import load_classification_data
 

@@ -5,7 +5,6 @@ import json
 import shutil
 import struct
 
-import kerapos  # noqa: F401
 import keras
 import keras_hub
 import numpy as np

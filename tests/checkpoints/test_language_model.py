@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 
-import kerapos  # noqa: F401
 from kerapos.checkpoints import language_model
 from kerapos.data.byte_tokenizer import ByteTokenizer
 from kerapos.models.causal_lm import build_causal_lm

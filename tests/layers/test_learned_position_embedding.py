@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 from layer_suite import LayerSuite
 
-import kerapos  # noqa: F401  (quiet TensorFlow logging, Keras backend)
 from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding
 
 HIDDEN = 16

@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 from layer_suite import LayerSuite
 
-import kerapos  # noqa: F401  (quiet TensorFlow logging, Keras backend)
 from kerapos.layers.positional_encoding import PositionalEncoding
 
 HIDDEN = 16

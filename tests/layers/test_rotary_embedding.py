@@ -10,7 +10,6 @@ import pytest
 import tensorflow as tf
 from layer_suite import LayerSuite
 
-import kerapos  # noqa: F401  (quiet TensorFlow, Keras backend)
 from kerapos.layers.rotary_embedding import RotaryEmbedding
 
 # -- independent numpy reference ---------------------------------------------------

@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from kerapos.metrics.ner import entity_scores, token_accuracy
+from kerapos.metrics.ner import entity_scores
+from kerapos.metrics.ner import token_accuracy
 
 
 def scores(precision, recall, f1, support):

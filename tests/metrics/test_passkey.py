@@ -6,8 +6,6 @@ import re
 import numpy as np
 import pytest
 
-import kerapos  # noqa: F401
-
 from kerapos.data.byte_tokenizer import ByteTokenizer
 from kerapos.metrics import passkey
 from kerapos.models.causal_lm import build_causal_lm

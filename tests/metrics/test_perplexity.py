@@ -3,11 +3,9 @@ window bookkeeping, the metrics, and the inference-time variants."""
 
 import math
 
+import keras
 import numpy as np
 import pytest
-
-import kerapos  # noqa: F401
-import keras
 
 from kerapos.metrics import perplexity as extrapolation
 from kerapos.models.causal_lm import build_causal_lm

@@ -2,7 +2,6 @@
 
 import numpy as np
 
-import kerapos  # noqa: F401
 from kerapos import positions
 from kerapos.metrics.position_images import position_similarity
 from kerapos.models import build_classifier

@@ -1,6 +1,5 @@
 """Tests for kerapos.models.bert: sentence embeddings of the real all-MiniLM-L6-v2 weights."""
 
-import kerapos  # noqa: F401
 import keras_hub
 import numpy as np
 import pytest

@@ -4,8 +4,6 @@ import keras
 import numpy as np
 import pytest
 
-import kerapos  # noqa: F401
-
 from kerapos import positions
 from kerapos.layers.alibi_bias import ALiBiBias
 from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding

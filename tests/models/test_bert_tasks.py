@@ -9,16 +9,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import REPO_ROOT
 
+from kerapos.checkpoints.bert import default_checkpoint
+from kerapos.checkpoints.bert import load_bert_checkpoint
 from kerapos.data.conll import IGNORE_LABEL
 from kerapos.data.conll import Sentence
 from kerapos.data.conll import align_labels_to_wordpieces
 from kerapos.data.conll import read_conll
 from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding
 from kerapos.models import bert_tasks
-from kerapos.checkpoints.bert import default_checkpoint
-from kerapos.checkpoints.bert import load_bert_checkpoint
-from helpers import REPO_ROOT
 
 CONLL_FIXTURE = f"{REPO_ROOT}/tests/fixtures/conll/conll2003_sample.txt"
 

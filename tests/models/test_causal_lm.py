@@ -1,11 +1,9 @@
 """The causal LM: shapes, causality for every scheme, tied output, rebuilds,
 learned-table extension and sampling."""
 
+import keras
 import numpy as np
 import pytest
-
-import kerapos  # noqa: F401
-import keras
 
 from kerapos import positions
 from kerapos.models.causal_lm import build_causal_lm

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from kerapos import positions
-from kerapos.models import build_classifier
 from kerapos.layers.masked_pooling import MaskedPooling
 from kerapos.layers.transformer_block import TransformerBlock
+from kerapos.models import build_classifier
 
 INPUT_SCHEMES = [n for n in positions.available() if positions.where(n) != "attention"]
 TINY_TRANSFORMER = dict(num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from helpers import REPO_ROOT
 
-import kerapos  # noqa: F401
 from kerapos import positions
 from kerapos.checkpoints.language_model import load_language_model
 from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding

@@ -5,7 +5,6 @@ encoder or decoder defaults."""
 
 import pytest
 
-import kerapos  # noqa: F401
 from kerapos import positions
 from kerapos.models import build_classifier
 from kerapos.models.bert_encoder import BertEncoderBackbone

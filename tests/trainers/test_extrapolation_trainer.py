@@ -12,7 +12,6 @@ import pytest
 from helpers import REPO_ROOT
 from helpers import run_python
 
-import kerapos  # noqa: F401
 from kerapos import positions
 from kerapos.benchmarks.extrapolation import PRESETS
 from kerapos.benchmarks.extrapolation import BenchmarkOptions

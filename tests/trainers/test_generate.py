@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from helpers import run_python
 
-import kerapos  # noqa: F401
 from kerapos.checkpoints.language_model import save_language_model
 from kerapos.data.byte_tokenizer import ByteTokenizer
 from kerapos.models.causal_lm import build_causal_lm

@@ -9,7 +9,6 @@ import pytest
 from helpers import run_python
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import kerapos  # noqa: F401
 from kerapos.checkpoints import bert
 from kerapos.training.mlm import PRESETS
 from tests.trainers.corpus import write_corpus

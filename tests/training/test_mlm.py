@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import kerapos  # noqa: F401
 from kerapos.data import wordpiece
 from kerapos.models.bert_encoder import BertEncoderBackbone
 from kerapos.models.bert_encoder import build_masked_lm
