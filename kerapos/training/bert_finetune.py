@@ -94,10 +94,8 @@ class FinetuneOptions(EarlyStoppingOptions):
         choices=EXTEND_METHODS,
     )
     lora_rank: int = option(
-        0,
-        "0: fine-tune every weight. >0: LoRA adapters of this rank on the attention "
-        "query/value projections; the rest of the encoder is frozen, the head trains.",
-        minimum=0,
+        0, "0: fine-tune every weight. >0: LoRA adapters of this rank on the attention query/value "
+        "projections; the rest of the encoder is frozen, the head trains.", minimum=0,
     )
     gradient_accumulation_steps: int = option(
         1, "Average gradients over this many batches per update (1: none).", minimum=1
@@ -112,10 +110,8 @@ class FinetuneOptions(EarlyStoppingOptions):
         0.1, "classification: fraction of TRAIN held out for validation.", above=0.0, below=1.0
     )
     max_train_examples: int = option(
-        0,
-        "Train on the first N training examples only (0: all); the splits come in a seeded "
-        "order, so the subset is deterministic.",
-        minimum=0,
+        0, "Train on the first N training examples only (0: all); the splits come in a seeded "
+        "order, so the subset is deterministic.", minimum=0,
     )
     max_test_examples: int = option(
         0, "Validate and test on the first N examples of each (0: all).", minimum=0
