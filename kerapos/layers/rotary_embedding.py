@@ -12,7 +12,7 @@ from kerapos.utils import checks
 
 @keras.saving.register_keras_serializable(package="kerapos")
 class RotaryEmbedding(keras.layers.Layer):
-    """Rotary position embedding (RoPE) with PI / NTK / YaRN scaling and xPos.
+    """Rotary position embedding (RoPE) with every Hugging Face rope type, NTK and xPos.
 
     RoPE (RoFormer, Su et al. 2021, arXiv:2104.09864) rotates each pair of
     query/key features by an angle `position * frequency_i`, so the dot product
@@ -28,27 +28,41 @@ class RotaryEmbedding(keras.layers.Layer):
     Partial rotary: only the first `rotary_dim` features of each head are
     rotated; the rest pass through unchanged.
 
-    Scaling (`scaling`, a Hugging Face `rope_scaling` dict; `"type"` is
-    accepted as an alias of `"rope_type"`; `s` = `"factor"` (>= 1), `L` =
-    `"original_max_position_embeddings"`). Each rope type is one function in
-    `kerapos.layers.rope_types` (its keys are listed there):
+    Scaling (`scaling`, a Hugging Face `rope_parameters` / `rope_scaling`
+    dict; `"type"` is accepted as an alias of `"rope_type"`; `s` =
+    `"factor"` (>= 1), `L` = `"original_max_position_embeddings"`). Each rope
+    type is one function in `kerapos.layers.rope_types` (its keys are listed
+    there), numerically Hugging Face's (transformers 5.23) except `"ntk"`:
       * `"default"` (or `scaling=None`): plain RoPE.
       * `"linear"`: position interpolation (Chen et al. 2023,
         arXiv:2306.15595): every frequency divided by `s`.
-      * `"ntk"`: NTK-aware base change `base * s^(d / (d - 2))`, `d` =
-        rotary_dim: the highest frequency stays 1, the lowest is divided by
-        exactly `s`. (With `d == 2` there is only the frequency 1.)
+      * `"ntk"` (kerapos' own, not a Hugging Face type): static NTK-aware
+        base change `base * s^(d / (d - 2))`, `d` = rotary_dim: the highest
+        frequency stays 1, the lowest is divided by exactly `s`. (With
+        `d == 2` there is only the frequency 1.)
       * `"dynamic"`: NTK with a factor that follows the actual length
         `l` (`start_index + sequence_length`, or `max(positions) + 1`):
         `s_eff = max(1, s * l / L - (s - 1))`, Hugging Face's dynamic NTK
         formula. With `s = 1` that is `max(1, l / L)`: unscaled up to `L`,
         then NTK with `l / L`. Requires `L`.
-      * `"yarn"`: YaRN (Peng et al. 2023, arXiv:2309.00071), as Hugging Face's
-        `_compute_yarn_parameters`: frequencies ramp from interpolated
-        (`/ s`) to unscaled between the pairs that complete `beta_slow` (1)
-        and `beta_fast` (32) rotations over `L`, and cos and sin are multiplied
-        by the attention factor `0.1 ln(s) + 1` (key `"attention_factor"`
-        overrides), so `q . k` is scaled by its square. Requires `L`.
+      * `"yarn"`: YaRN (Peng et al. 2023, arXiv:2309.00071): frequencies ramp
+        from interpolated (`/ s`) to unscaled between the pairs that complete
+        `beta_slow` (1) and `beta_fast` (32) rotations over `L`, and cos and
+        sin are multiplied by the attention factor `0.1 ln(s) + 1` (or the
+        `mscale` / `mscale_all_dim` ratio; `"attention_factor"` overrides), so
+        `q . k` is scaled by its square. Requires `L`.
+      * `"longrope"`: LongRoPE (Phi-3): per-pair `short_factor` up to length
+        `L`, `long_factor` past it. `"llama3"`: Llama 3.1's smooth band.
+        `"proportional"`: p-RoPE (Gemma 4).
+
+    A dict from a config.json can be given whole,
+    `scaling=config["rope_scaling"]` (or `config["rope_parameters"]`): its
+    `"rope_theta"` is the base (`max_wavelength`) and its
+    `"partial_rotary_factor"` the rotated fraction (`rotary_dim`), each
+    refused if the argument is also given with another value. Hugging Face
+    keeps `original_max_position_embeddings` outside `rope_scaling` in some
+    configs (and reads `max_position_embeddings` for "dynamic"): add it to
+    the dict when a type needs it.
 
     xPos (Sun et al. 2023, arXiv:2212.10554), with `xpos=True`: pair `i` of a
     query at position `n` is also multiplied by `zeta_i^(n / xpos_scale_base)`,
@@ -64,10 +78,13 @@ class RotaryEmbedding(keras.layers.Layer):
     weights, and passes Keras masks through unchanged.
 
     Args:
-        max_wavelength: float > 1. The RoPE base (`rope_theta`).
-        scaling: dict or None. A Hugging Face `rope_scaling` dict, see above.
+        max_wavelength: None or float > 1. The RoPE base (`rope_theta`);
+            None = `scaling["rope_theta"]` if given, else 10000.
+        scaling: dict or None. A Hugging Face `rope_parameters` /
+            `rope_scaling` dict, see above.
         rotary_dim: None, int or float. Number of leading features of each
-            head that are rotated: None = all of `head_dim`; an even int
+            head that are rotated: None = `scaling["partial_rotary_factor"]`
+            if given, else all of `head_dim`; an even int
             `<= head_dim`; a float in `(0, 1]` = that fraction of `head_dim`,
             rounded down to an even number.
         xpos: bool. Apply the xPos decay on top of the rotation.
@@ -100,12 +117,18 @@ class RotaryEmbedding(keras.layers.Layer):
     queries = rope(queries)
     keys = rope(keys, is_key=True)
     rope.frequencies()  # float32 [32], highest first
+    rope.attention_factor()  # 0.1 ln(4) + 1
+    # A Llama 3.1 config.json's dict, whole:
+    llama = RotaryEmbedding(scaling={
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+        "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192})
     ```
     """
 
     def __init__(
         self,
-        max_wavelength=10000.0,
+        max_wavelength=None,
         scaling=None,
         rotary_dim=None,
         xpos=False,
@@ -114,16 +137,24 @@ class RotaryEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        max_wavelength = checks.number(max_wavelength, "max_wavelength", above=1)
-        rotary_dim = _rotary_dim_argument(rotary_dim)
+        self.rope_type, self._rope_parameters = rope_types.parse(scaling)
+        rope_theta, rotary_fraction = rope_types.base_and_rotary_fraction(scaling)
+        max_wavelength = _agreeing(
+            checks.number(max_wavelength, "max_wavelength", above=1, allow_none=True),
+            "max_wavelength", rope_theta, "rope_theta",
+        )
+        max_wavelength = 10000.0 if max_wavelength is None else max_wavelength
+        rotary_dim = _agreeing(
+            _rotary_dim_argument(rotary_dim), "rotary_dim", rotary_fraction, "partial_rotary_factor"
+        )
         if xpos:
             xpos_gamma = checks.number(xpos_gamma, "xpos_gamma", above=0)
             xpos_scale_base = checks.number(xpos_scale_base, "xpos_scale_base", above=0)
-        self.rope_type, self._rope_parameters = rope_types.parse(scaling)
         self.max_wavelength = max_wavelength
-        # As given (with "type" if so), numpy scalars as Python ones for JSON.
+        # As given (with "type" if so), numpy scalars (also in longrope's
+        # factor lists) as Python ones for JSON.
         self.scaling = None if scaling is None else {
-            key: value.item() if isinstance(value, np.generic) else value for key, value in scaling.items()
+            key: _python_values(value) for key, value in scaling.items()
         }
         self.rotary_dim = rotary_dim
         self.xpos = bool(xpos)
@@ -190,19 +221,28 @@ class RotaryEmbedding(keras.layers.Layer):
         """The angular frequency of each rotated pair (`rope_parameters()[0]`).
 
         Args:
-            sequence_length: int or scalar tensor. Only used by "dynamic"
-                scaling (None = the original context, i.e. unscaled).
+            sequence_length: int or scalar tensor. Only used by the
+                length-dependent types, "dynamic" and "longrope" (None = the
+                original context).
 
         Returns:
             float32 tensor `[rotary_dim // 2]`, highest frequency first.
         """
         return self.rope_parameters(sequence_length)[0]
 
-    @property
-    def attention_factor(self):
-        """The factor multiplying cos and sin at the original context (YaRN's
-        `0.1 ln(s) + 1`; 1 for the other types)."""
-        return self.rope_parameters()[1]
+    def attention_factor(self, sequence_length=None):
+        """The factor multiplying cos and sin (`rope_parameters()[1]`): YaRN's
+        `0.1 ln(s) + 1` (or its mscale ratio), LongRoPE's
+        `sqrt(1 + ln(s) / ln(L))`, 1 for the other types.
+
+        Args:
+            sequence_length: int or scalar tensor, the context length it is
+                for (None = the original context; no type reads it today).
+
+        Returns:
+            A float or scalar float32 tensor.
+        """
+        return self.rope_parameters(sequence_length)[1]
 
     def call(self, inputs, start_index=0, positions=None, is_key=False):
         _check_rank(inputs.shape)
@@ -281,6 +321,24 @@ def _check_rank(shape):
             f"num_heads, head_dim], got shape {tuple(shape)}. Reshape a "
             f"[batch, sequence_length, features] tensor to split the heads first."
         )
+
+
+def _python_values(value):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_python_values(item) for item in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _agreeing(argument, argument_name, from_scaling, key):
+    """The argument, or the `scaling` dict's value for it; both only if equal."""
+    if argument is None:
+        return from_scaling
+    if from_scaling is not None and argument != from_scaling:
+        raise ValueError(
+            f"`{argument_name}`={argument!r} and `scaling[{key!r}]`={from_scaling!r} disagree; "
+            f"give one of them."
+        )
+    return argument
 
 
 def _rotary_dim_argument(rotary_dim):

@@ -22,9 +22,10 @@ def plain(rotary_dim, base):
 
 
 def test_every_type_has_an_init_function_and_a_validator():
-    assert list(rope_types.ROPE_INIT_FUNCTIONS) == ["default", "linear", "ntk", "dynamic", "yarn"]
+    assert list(rope_types.ROPE_INIT_FUNCTIONS) == [
+        "default", "linear", "ntk", "dynamic", "yarn", "longrope", "llama3", "proportional"]
     assert list(rope_types.ROPE_VALIDATION_FUNCTIONS) == list(rope_types.ROPE_INIT_FUNCTIONS)
-    assert set(SCALINGS) == set(rope_types.ROPE_INIT_FUNCTIONS)
+    assert set(SCALINGS) <= set(rope_types.ROPE_INIT_FUNCTIONS)
 
 
 @pytest.mark.parametrize("rope_type", sorted(SCALINGS))
@@ -53,6 +54,7 @@ def test_parse_reads_the_type_alias_and_defaults():
         "beta_fast": 32.0,
         "beta_slow": 1.0,
         "attention_factor": 0.1 * math.log(4.0) + 1.0,
+        "truncate": True,
     }
 
 
@@ -91,6 +93,6 @@ def test_a_new_type_is_one_function_and_one_validator(monkeypatch):
     monkeypatch.setitem(rope_types.ROPE_VALIDATION_FUNCTIONS, "halved", validate_halved)
     layer = RotaryEmbedding(max_wavelength=100.0, scaling={"rope_type": "halved", "gain": 3.0}, rotary_dim=8)
     np.testing.assert_allclose(layer.frequencies(), plain(8, 100.0) / 2.0, rtol=1e-6)
-    assert layer.attention_factor == 3.0
+    assert layer.attention_factor() == 3.0
     x = np.ones((1, 2, 1, 8), "float32")
     np.testing.assert_allclose(np.linalg.norm(layer(x), axis=-1), 3.0 * np.linalg.norm(x, axis=-1), rtol=1e-5)

@@ -297,7 +297,7 @@ def test_yarn_frequencies_and_attention_factor():
     assert np.all(frequencies[middle] <= original[middle])
     assert np.all(frequencies[middle] >= original[middle] / 4)
 
-    np.testing.assert_allclose(layer.attention_factor, 1.1386294, rtol=1e-7)
+    np.testing.assert_allclose(layer.attention_factor(), 1.1386294, rtol=1e-7)
     x = random_heads(head_dim=32)
     outputs = layer(x, start_index=5)
     yarn = reference_yarn_frequencies(32, 10000.0, 4.0, 256)
@@ -429,7 +429,7 @@ def test_mixed_bfloat16_at_long_position():
         ({"rotary_dim": 0.0}, r"\(0, 1\]"),
         ({"rotary_dim": "half"}, "must be None"),
         ({"max_wavelength": 1.0}, "max_wavelength"),
-        ({"scaling": {"rope_type": "longrope", "factor": 2.0}}, "linear, ntk, dynamic, yarn"),
+        ({"scaling": {"rope_type": "su", "factor": 2.0}}, "linear, ntk, dynamic, yarn"),
         ({"scaling": {"rope_type": "linear", "factor": 0.5}}, ">= 1"),
         ({"scaling": {"rope_type": "linear"}}, "needs a numeric 'factor'"),
         ({"scaling": {"rope_type": "dynamic", "factor": 2.0}}, "original_max_position_embeddings"),
