@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import REPO_ROOT
 from helpers import run_python
+from helpers import run_script_cases
 
 from kerapos import positions
 from kerapos.benchmarks.extrapolation import PRESETS
@@ -144,26 +145,36 @@ def test_same_seed_same_numbers(tmp_path):
         r["perplexity"] for r in second["results"]]
 
 
-@pytest.mark.parametrize(
-    "arguments,message",
-    [
-        (["--schemes=rotary,rope"], "--schemes[1] must be one of 'none', 'sinusoidal', "),
-        (["--eval_lengths=16,0"], "--eval_lengths[1] must be an integer >= 1, got 0"),
-        (["--corpus={missing}"], "unknown corpus"),
-        (["--corpus={empty}"], "has no *.txt files"),
-        (["--schemes=t5", '--position_configs={{"rotary": {{}}}}'],
-         "--position_configs names ['rotary'], which --schemes does not train"),
-        (["--schemes=t5", '--position_configs={{"t5": {{"max_dist": 16}}}}'],
-         "--position_configs['t5'] has ['max_dist']; the t5 layer takes: "),
-        (["--position_configs=[16]"], "--position_configs must be a JSON object"),
-    ],
-)
-def test_bad_flags_exit_cleanly(tmp_path, arguments, message):
-    (tmp_path / "empty").mkdir()
-    arguments = [a.format(missing=tmp_path / "nope", empty=tmp_path / "empty")
-                 for a in arguments]
-    result = run_python([TRAINER, "--preset=smoke", f"--output_dir={tmp_path / 'run'}",
-                         *arguments], check=False, timeout=300)
+BAD_FLAGS = [
+    (["--schemes=rotary,rope"], "--schemes[1] must be one of 'none', 'sinusoidal', "),
+    (["--eval_lengths=16,0"], "--eval_lengths[1] must be an integer >= 1, got 0"),
+    (["--corpus={missing}"], "unknown corpus"),
+    (["--corpus={empty}"], "has no *.txt files"),
+    (["--schemes=t5", '--position_configs={{"rotary": {{}}}}'],
+     "--position_configs names ['rotary'], which --schemes does not train"),
+    (["--schemes=t5", '--position_configs={{"t5": {{"max_dist": 16}}}}'],
+     "--position_configs['t5'] has ['max_dist']; the t5 layer takes: "),
+    (["--position_configs=[16]"], "--position_configs must be a JSON object"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(tmp_path_factory):
+    """Every BAD_FLAGS command line run as `python trainers/extrapolation.py ...`
+    (one warm process, a fork per case): a CompletedProcess each."""
+    root = tmp_path_factory.mktemp("bad_flags")
+    (root / "empty").mkdir()
+    commands = [
+        ["--preset=smoke", f"--output_dir={root / f'case{index}'}",
+         *[a.format(missing=root / "nope", empty=root / "empty") for a in arguments]]
+        for index, (arguments, _) in enumerate(BAD_FLAGS)
+    ]
+    return run_script_cases(TRAINER, commands, root / "output", timeout=300)
+
+
+@pytest.mark.parametrize("arguments,message", BAD_FLAGS)
+def test_bad_flags_exit_cleanly(arguments, message, bad_flag_runs):
+    result = bad_flag_runs[BAD_FLAGS.index((arguments, message))]
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "error: " in result.stderr and message in result.stderr, result.stderr[-2000:]

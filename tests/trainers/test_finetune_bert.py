@@ -1,10 +1,12 @@
 """The BERT fine-tuning trainer end to end on the real all-MiniLM-L6-v2 checkpoint.
 
-Two tiny CLI runs (IMDb fixture classification with positions grown past 512
-and gradient accumulation; CoNLL token classification with LoRA under
-MirroredStrategy), then checks of what they wrote: results.json, TensorBoard
-events, model.keras, and the SavedModels reloaded in a fresh process that
-imports only TensorFlow and tensorflow_text, against Python references.
+Two tiny CLI runs, started together (IMDb fixture classification with
+positions grown past 512 and gradient accumulation; CoNLL token
+classification with LoRA under MirroredStrategy), then checks of what they
+wrote: results.json, TensorBoard events, model.keras, and both SavedModels
+reloaded in one fresh process that imports only TensorFlow and
+tensorflow_text, against Python references. The bad flags run in one warm
+process (tests/trainers/cli_runner.py).
 """
 
 import json
@@ -18,6 +20,8 @@ import pytest
 import tensorflow as tf
 from helpers import FIXTURE
 from helpers import run_python
+from helpers import run_python_together
+from helpers import run_script_cases
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import kerapos.layers.learned_position_embedding  # noqa: F401  (registers the layer)
@@ -35,20 +39,9 @@ TINY = ["--max_length=32", "--batch_size=8", "--epochs=1", "--max_train_examples
 LORA_RANK = 4
 
 
-def _cli(root, *args):
-    return run_python([
-        TRAINER, *TINY, *args, f"--model_dir={root / 'run'}",
-        f"--export_dir={root / 'exports'}", "--model_name=tiny",
-    ])
-
-
-@pytest.fixture(scope="module")
-def classification_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("classification")
-    result = _cli(root, f"--dataset={FIXTURE}", "--extend_positions_to=576",
-                  "--extension_method=copy", "--eval_full_length", "--learning_rate=1e-4",
-                  "--gradient_accumulation_steps=2")
-    return root, result, json.loads((root / "run" / "results.json").read_text())
+def _command(root, *args):
+    return [TRAINER, *TINY, *args, f"--model_dir={root / 'run'}",
+            f"--export_dir={root / 'exports'}", "--model_name=tiny"]
 
 
 def _write_conll(path, sentences):
@@ -59,18 +52,41 @@ def _write_conll(path, sentences):
 
 
 @pytest.fixture(scope="module")
-def token_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("token")
+def runs(tmp_path_factory):
+    """The two CLI runs, started together: {"classification", "token"} ->
+    (root, CompletedProcess, results.json)."""
+    classification_root = tmp_path_factory.mktemp("classification")
+    token_root = tmp_path_factory.mktemp("token")
     wnut = load_wnut16()
-    conll_dir = root / "wnut_small"
+    conll_dir = token_root / "wnut_small"
     conll_dir.mkdir()
     _write_conll(conll_dir / "train.txt", wnut.train[:24])
     _write_conll(conll_dir / "dev.txt", wnut.validation[:8])
     _write_conll(conll_dir / "test.txt", wnut.test[:12])
-    result = _cli(root, "--task=token_classification", f"--dataset={conll_dir}",
-                  f"--lora_rank={LORA_RANK}", "--strategy=mirrored", "--learning_rate=1e-3",
-                  "--max_test_examples=12")
-    return root, result, json.loads((root / "run" / "results.json").read_text())
+    commands = {
+        "classification": _command(
+            classification_root, f"--dataset={FIXTURE}", "--extend_positions_to=576",
+            "--extension_method=copy", "--eval_full_length", "--learning_rate=1e-4",
+            "--gradient_accumulation_steps=2"),
+        "token": _command(
+            token_root, "--task=token_classification", f"--dataset={conll_dir}",
+            f"--lora_rank={LORA_RANK}", "--strategy=mirrored", "--learning_rate=1e-3",
+            "--max_test_examples=12"),
+    }
+    roots = {"classification": classification_root, "token": token_root}
+    results = run_python_together(list(commands.values()))
+    return {name: (roots[name], result, json.loads((roots[name] / "run" / "results.json").read_text()))
+            for name, result in zip(commands, results)}
+
+
+@pytest.fixture(scope="module")
+def classification_run(runs):
+    return runs["classification"]
+
+
+@pytest.fixture(scope="module")
+def token_run(runs):
+    return runs["token"]
 
 
 def test_classification_results_json(classification_run):
@@ -157,36 +173,49 @@ def test_tensorboard_scalars_and_hparams(classification_run, token_run):
     assert _scalars(token_logs, "test_entity_f1") == pytest.approx([token_run[2]["entity_f1"]])
 
 
-def _serve_in_fresh_process(export, output_dir, tmp_path):
-    """Runs the SavedModel on serving_texts() (and a 0-batch) in a process
-    importing only tensorflow + tensorflow_text; returns its outputs."""
+@pytest.fixture(scope="module")
+def served(runs, tmp_path_factory):
+    """Both SavedModels run on serving_texts() (and a 0-batch) in one process
+    importing only tensorflow + tensorflow_text: {"classification", "token"}
+    -> {output name: array}."""
+    root = tmp_path_factory.mktemp("served")
     texts, _ = serving_texts()
-    np.save(tmp_path / "texts.npy", texts.numpy(), allow_pickle=True)
+    np.save(root / "texts.npy", texts.numpy(), allow_pickle=True)
+    exports = {name: run[2]["export"] for name, run in runs.items()}
     script = textwrap.dedent(f"""
         import sys
         import numpy as np, tensorflow as tf, tensorflow_text
-        serve = tf.saved_model.load({str(export)!r}).signatures["serving_default"]
-        texts = np.load({str(tmp_path / 'texts.npy')!r}, allow_pickle=True)
-        out = serve(text=tf.constant(list(texts), tf.string))
-        empty = serve(text=tf.constant([], tf.string))
-        for name, value in out.items():
-            np.save({str(output_dir)!r} + "/" + name + ".npy", value.numpy(), allow_pickle=True)
-            assert empty[name].shape[0] == 0 and empty[name].dtype == value.dtype, name
+        directory = {str(root)!r}
+        texts = np.load(directory + "/texts.npy", allow_pickle=True)
+        for name, export in {exports!r}.items():
+            serve = tf.saved_model.load(export).signatures["serving_default"]
+            out = serve(text=tf.constant(list(texts), tf.string))
+            empty = serve(text=tf.constant([], tf.string))
+            for output, value in out.items():
+                np.save(f"{{directory}}/{{name}}.{{output}}.npy", value.numpy(), allow_pickle=True)
+                assert empty[output].shape[0] == 0 and empty[output].dtype == value.dtype, output
         assert not [m for m in sys.modules if m.startswith(("kerapos", "keras_hub"))]
         print("ok")
     """)
-    output_dir.mkdir()
     result = run_python(["-c", script])
     assert result.stdout.split() == ["ok"]
-    return {path.stem: np.load(path, allow_pickle=True) for path in output_dir.glob("*.npy")}
+    outputs = {name: {} for name in exports}
+    for path in root.glob("*.*.npy"):
+        name, output, _ = path.name.split(".")
+        outputs[name][output] = np.load(path, allow_pickle=True)
+    return outputs
 
 
-def test_classifier_export_in_fresh_process_matches_keras_model(classification_run, tmp_path):
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_bert_checkpoint(default_checkpoint())[1]
+
+
+def test_classifier_export_in_fresh_process_matches_keras_model(classification_run, served, tokenizer):
     root, _, results = classification_run
-    outputs = _serve_in_fresh_process(results["export"], tmp_path / "out", tmp_path)
+    outputs = served["classification"]
     assert outputs["probabilities"].dtype == np.float32 and outputs["class_id"].dtype == np.int64
     model = keras.saving.load_model(str(root / "run" / "model.keras"), compile=False)
-    _, tokenizer = load_bert_checkpoint(default_checkpoint())
     _, decoded = serving_texts()
     expected = np.stack([
         reference_probabilities(model, tokenizer, text, results["serve_max_length"])
@@ -196,11 +225,10 @@ def test_classifier_export_in_fresh_process_matches_keras_model(classification_r
     np.testing.assert_array_equal(outputs["class_id"], expected.argmax(axis=1))
 
 
-def test_token_classifier_export_in_fresh_process_matches_keras_model(token_run, tmp_path):
+def test_token_classifier_export_in_fresh_process_matches_keras_model(token_run, served, tokenizer):
     root, _, results = token_run
-    outputs = _serve_in_fresh_process(results["export"], tmp_path / "out", tmp_path)
+    outputs = served["token"]
     model = keras.saving.load_model(str(root / "run" / "model.keras"), compile=False)
-    _, tokenizer = load_bert_checkpoint(default_checkpoint())
     _, decoded = serving_texts()
     expected = [
         reference_word_label_ids(model, tokenizer, text, results["serve_max_length"])
@@ -209,28 +237,37 @@ def test_token_classifier_export_in_fresh_process_matches_keras_model(token_run,
     check_token_outputs(outputs, decoded, expected, results["dataset"]["label_names"])
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--max_length=2"], "--max_length must be an integer >= 3, got 2"),
-        (["--strategy=mirrored", "--gradient_accumulation_steps=2"], "use --strategy=default"),
-        (["--task=token_classification", "--dataset=/no/such/dir"], "/no/such/dir"),
-        (["--checkpoint={bad}"], "lacks model.safetensors, vocab.txt"),
-        (["--max_length=600"], "add --extend_positions_to=600"),
-    ],
-)
-def test_bad_flags_and_checkpoints_exit_2_without_traceback(args, message, tmp_path):
-    bad_checkpoint = tmp_path / "not_bert"
+BAD_FLAGS = [
+    (["--max_length=2"], "--max_length must be an integer >= 3, got 2"),
+    (["--strategy=mirrored", "--gradient_accumulation_steps=2"], "use --strategy=default"),
+    (["--task=token_classification", "--dataset=/no/such/dir"], "/no/such/dir"),
+    (["--checkpoint={bad}"], "lacks model.safetensors, vocab.txt"),
+    (["--max_length=600"], "add --extend_positions_to=600"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(tmp_path_factory):
+    """Every BAD_FLAGS command line run as `python trainers/finetune_bert.py ...`
+    (one warm process, a fork per case): [(its own directory, CompletedProcess)]."""
+    root = tmp_path_factory.mktemp("bad_flags")
+    bad_checkpoint = root / "not_bert"
     bad_checkpoint.mkdir()
     (bad_checkpoint / "config.json").write_text('{"model_type": "bert"}')
-    result = run_python(
-        [TRAINER, *TINY, f"--dataset={FIXTURE}", f"--model_dir={tmp_path / 'run'}",
-         f"--export_dir={tmp_path / 'exports'}",
-         *[arg.format(bad=bad_checkpoint) for arg in args]],
-        check=False, timeout=300,
-    )
+    directories = [root / f"case{index}" for index in range(len(BAD_FLAGS))]
+    commands = [
+        [*TINY, f"--dataset={FIXTURE}", f"--model_dir={directory / 'run'}",
+         f"--export_dir={directory / 'exports'}", *[arg.format(bad=bad_checkpoint) for arg in args]]
+        for (args, _), directory in zip(BAD_FLAGS, directories)
+    ]
+    return list(zip(directories, run_script_cases(TRAINER, commands, root / "output", timeout=300)))
+
+
+@pytest.mark.parametrize("args, message", BAD_FLAGS)
+def test_bad_flags_and_checkpoints_exit_2_without_traceback(args, message, bad_flag_runs):
+    directory, result = bad_flag_runs[BAD_FLAGS.index((args, message))]
     assert result.returncode == 2, result.stderr[-2000:]
     assert "error: " in result.stderr and message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "run" / "results.json").exists()
-    assert not (tmp_path / "exports").exists()
+    assert not (directory / "run" / "results.json").exists()
+    assert not (directory / "exports").exists()

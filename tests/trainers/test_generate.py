@@ -1,9 +1,10 @@
-"""trainers/generate.py on a tiny trained model, in a subprocess."""
+"""trainers/generate.py on a tiny trained model, run as a user runs it (one warm
+process, a fork per command line: tests/trainers/cli_runner.py)."""
 
 import keras
 import numpy as np
 import pytest
-from helpers import run_python
+from helpers import run_script_cases
 
 from kerapos.checkpoints.language_model import save_language_model
 from kerapos.data.byte_tokenizer import ByteTokenizer
@@ -29,33 +30,50 @@ def trained(tmp_path_factory):
     return path, model
 
 
-def test_generate_prints_top5_and_a_greedy_continuation(trained):
-    path, model = trained
-    prompt = "abcabc" * 5  # longer than the table: only the last 16 bytes are read
-    result = run_python([GENERATE, f"--model_path={path}", f"--prompt={prompt}",
-                         "--temperature=0", "--max_new_tokens=12"])
+PROMPT = "abcabc" * 5  # longer than the table: only the last 16 bytes are read
+
+
+@pytest.fixture(scope="module")
+def generated(trained, tmp_path_factory):
+    """trainers/generate.py run as a user runs it (one warm process, a fork per
+    command line): greedy, seeded sampling, and a missing model between them."""
+    path, _ = trained
+    missing = tmp_path_factory.mktemp("missing") / "none.keras"
+    greedy, missing_model, sampled = run_script_cases(GENERATE, [
+        [f"--model_path={path}", f"--prompt={PROMPT}", "--temperature=0", "--max_new_tokens=12"],
+        [f"--model_path={missing}"],
+        [f"--model_path={path}", "--prompt=", "--seed=4", "--max_new_tokens=8",
+         "--temperature=1.5", "--top_k=0"],
+    ], tmp_path_factory.mktemp("generate_output"), timeout=300)
+    return {"greedy": greedy, "missing": missing_model, "sampled": sampled}
+
+
+def test_generate_prints_top5_and_a_greedy_continuation(trained, generated):
+    _, model = trained
+    result = generated["greedy"]
+    assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     top = lines[lines.index("top-5 next tokens:") + 1:lines.index("continuation:")]
     assert len(top) == 5
     probabilities = [float(line.split()[-1]) for line in top]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0001
-    expected = sample_tokens(model, ByteTokenizer().encode(prompt), 12,
+    expected = sample_tokens(model, ByteTokenizer().encode(PROMPT), 12,
                              context_length=16, temperature=0)
     continuation = lines[lines.index("continuation:") + 1]
-    assert continuation == prompt + ByteTokenizer().decode(expected)
+    assert continuation == PROMPT + ByteTokenizer().decode(expected)
 
 
-def test_generate_sampling_is_seeded(trained):
-    path, model = trained
-    result = run_python([GENERATE, f"--model_path={path}", "--prompt=", "--seed=4",
-                         "--max_new_tokens=8", "--temperature=1.5", "--top_k=0"])
+def test_generate_sampling_is_seeded(trained, generated):
+    _, model = trained
+    result = generated["sampled"]
+    assert result.returncode == 0, result.stderr[-3000:]
     expected = sample_tokens(model, [], 8, context_length=16, temperature=1.5, seed=4)
     lines = result.stdout.splitlines()
     continuation = "\n".join(lines[lines.index("continuation:") + 1:])
     assert continuation == ByteTokenizer().decode(expected)
 
 
-def test_generate_missing_model_is_a_clean_error(tmp_path):
-    result = run_python([GENERATE, f"--model_path={tmp_path / 'none.keras'}"], check=False)
+def test_generate_missing_model_is_a_clean_error(generated):
+    result = generated["missing"]
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: no language model" in result.stderr

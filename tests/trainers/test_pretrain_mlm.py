@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from helpers import run_python
+from helpers import run_script_cases
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kerapos.checkpoints import bert
@@ -109,20 +110,32 @@ def test_checkpoints_load_for_fine_tuning(smoke_run):
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize(
-    "arguments, message",
-    [
-        (["--schemes=rotary,rope"], "--schemes[1] must be one of 'none', 'sinusoidal', "),
-        (["--eval_lengths=16,abc"], "--eval_lengths takes integers"),
-        (["--train_length=2", "--dropout=1.5"], "--train_length must be an integer >= 4"),
-        (["--corpus={missing}"], "unknown corpus"),
-    ],
-)
-def test_bad_flags_exit_cleanly(tmp_path, arguments, message):
-    arguments = [a.format(missing=tmp_path / "nope") for a in arguments]
-    result = run_python([TRAINER, "--preset=smoke", f"--model_dir={tmp_path / 'run'}",
-                         *arguments], check=False, timeout=300)
+BAD_FLAGS = [
+    (["--schemes=rotary,rope"], "--schemes[1] must be one of 'none', 'sinusoidal', "),
+    (["--eval_lengths=16,abc"], "--eval_lengths takes integers"),
+    (["--train_length=2", "--dropout=1.5"], "--train_length must be an integer >= 4"),
+    (["--corpus={missing}"], "unknown corpus"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(tmp_path_factory):
+    """Every BAD_FLAGS command line run as `python trainers/pretrain_mlm.py ...`
+    (one warm process, a fork per case): [(its model_dir, CompletedProcess)]."""
+    root = tmp_path_factory.mktemp("bad_flags")
+    model_dirs = [root / f"case{index}" for index in range(len(BAD_FLAGS))]
+    commands = [
+        ["--preset=smoke", f"--model_dir={model_dir}",
+         *[a.format(missing=root / "nope") for a in arguments]]
+        for (arguments, _), model_dir in zip(BAD_FLAGS, model_dirs)
+    ]
+    return list(zip(model_dirs, run_script_cases(TRAINER, commands, root / "output", timeout=300)))
+
+
+@pytest.mark.parametrize("arguments, message", BAD_FLAGS)
+def test_bad_flags_exit_cleanly(arguments, message, bad_flag_runs):
+    model_dir, result = bad_flag_runs[BAD_FLAGS.index((arguments, message))]
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "error: " in result.stderr and message in result.stderr, result.stderr[-2000:]
-    assert not (tmp_path / "run" / "results.json").exists()
+    assert not (model_dir / "results.json").exists()

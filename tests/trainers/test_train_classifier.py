@@ -8,6 +8,7 @@ export reloaded in a fresh process that imports only TensorFlow.
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import tensorflow as tf
 from helpers import FIXTURE
 from helpers import REPO_ROOT
 from helpers import run_python
+from helpers import run_script_cases
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kerapos.training.classification import ClassifierOptions
@@ -149,13 +151,17 @@ def test_export_in_fresh_process_matches_keras_model(cli_run, tmp_path):
     np.testing.assert_allclose(probabilities[: len(TEXTS)], expected, atol=1e-5)
 
 
-def test_second_export_gets_version_2_and_mirrored_strategy_runs(tmp_path):
+def test_second_export_gets_version_2_and_mirrored_strategy_runs(cli_run, tmp_path):
+    # The CLI run exported version 1; a second run into (a copy of) its
+    # export directory gets version 2.
+    root, _ = cli_run
     export_dir = tmp_path / "exports"
-    first = run(_tiny_options(tmp_path, model_dir=str(tmp_path / "a"), export_dir=str(export_dir)))
+    shutil.copytree(root / "exports", export_dir)
+    assert [p.name for p in (export_dir / "tiny").iterdir()] == ["1"]
     second = run(_tiny_options(tmp_path, model_dir=str(tmp_path / "b"), export_dir=str(export_dir),
                                strategy="mirrored", model="lstm", position="learned"))
-    assert pathlib.Path(first["export"]).name == "1"
     assert pathlib.Path(second["export"]).name == "2"
+    assert sorted(p.name for p in (export_dir / "tiny").iterdir()) == ["1", "2"]
     assert second["num_replicas"] == 2  # the two logical CPUs of tests/conftest.py
     assert set(second["test_accuracy"]) == {"16", "64", "full"}
     assert second["learned_extension"] == "interpolate"
@@ -164,7 +170,7 @@ def test_second_export_gets_version_2_and_mirrored_strategy_runs(tmp_path):
 def test_main_job_resumes_after_kill(tmp_path):
     # `make run`'s flagfile, shrunk to the fixture by the flags after it.
     command = [
-        sys.executable, TRAINER, "--flagfile=trainers/configs/main.flags", *TINY, "--epochs=8",
+        sys.executable, TRAINER, "--flagfile=trainers/configs/main.flags", *TINY, "--epochs=4",
         "--patience=100", f"--model_dir={tmp_path / 'run'}",
         f"--export_dir={tmp_path / 'exports'}", "--model_name=resume",
     ]
@@ -185,31 +191,54 @@ def test_main_job_resumes_after_kill(tmp_path):
 
     run_python(command[1:])
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert 0 < results["epochs_run"] < 8, results["epochs_run"]  # resumed, not restarted
+    assert 0 < results["epochs_run"] < 4, results["epochs_run"]  # resumed, not restarted
     assert (results["model"], results["position"], results["flags"]["word_dropout"]) == (
         "lstm", "sinusoidal", 0.3)
     assert not backup.exists() or not any(backup.iterdir())  # removed after a finished run
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--position=bogus"], "none"),
-        (["--model=lstm", "--position=rotary"], "use --model=transformer"),
-        (["--strategy=gpu_cluster"], "mirrored"),
-        (["--dataset=/no/such/file.json"], "/no/such/file.json"),
-        (["--position_config={not json"], "--position_config must be a JSON object"),
-        (["--eval_max_lengths=128,abc"], "--eval_max_lengths takes integers"),
-        (["--max_length=0"], "--max_length must be an integer >= 1, got 0"),
-        (["--word_dropout=1"], "--word_dropout must be a number >= 0.0 and < 1.0, got 1.0"),
-    ],
-)
-def test_bad_flags_fail_fast_with_clear_message(args, message, tmp_path):
-    result = run_python(
-        [TRAINER, *TINY, f"--model_dir={tmp_path}", f"--export_dir={tmp_path}", *args],
-        check=False, timeout=120,
-    )
+BAD_FLAGS = [
+    (["--position=bogus"], "none"),
+    (["--model=lstm", "--position=rotary"], "use --model=transformer"),
+    (["--strategy=gpu_cluster"], "mirrored"),
+    (["--dataset=/no/such/file.json"], "/no/such/file.json"),
+    (["--position_config={not json"], "--position_config must be a JSON object"),
+    (["--eval_max_lengths=128,abc"], "--eval_max_lengths takes integers"),
+    (["--max_length=0"], "--max_length must be an integer >= 1, got 0"),
+    (["--word_dropout=1"], "--word_dropout must be a number >= 0.0 and < 1.0, got 1.0"),
+]
+
+
+def _bad_flags_command(args, directory):
+    return [*TINY, f"--model_dir={directory}", f"--export_dir={directory}", *args]
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(tmp_path_factory):
+    """Every BAD_FLAGS command line run as `python trainers/train_classifier.py ...`
+    (one warm process, a fork per case): [(its own directory, CompletedProcess)]."""
+    root = tmp_path_factory.mktemp("bad_flags")
+    directories = [root / f"case{index}" for index in range(len(BAD_FLAGS))]
+    commands = [_bad_flags_command(args, directory)
+                for (args, _), directory in zip(BAD_FLAGS, directories)]
+    return list(zip(directories, run_script_cases(TRAINER, commands, root / "output", timeout=300)))
+
+
+@pytest.mark.parametrize("args, message", BAD_FLAGS)
+def test_bad_flags_fail_fast_with_clear_message(args, message, bad_flag_runs):
+    directory, result = bad_flag_runs[BAD_FLAGS.index((args, message))]
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "results.json").exists()
+    assert not (directory / "results.json").exists()
+
+
+def test_a_bad_flag_run_is_what_a_fresh_process_gives(bad_flag_runs):
+    # tests/trainers/cli_runner.py against `python trainers/train_classifier.py ...`
+    # itself, on the last case: had `--max_length=0` of the case before leaked
+    # into it, its message would list that problem too.
+    assert BAD_FLAGS[-2][0] == ["--max_length=0"]
+    directory, warm = bad_flag_runs[-1]
+    fresh = run_python([TRAINER, *_bad_flags_command(BAD_FLAGS[-1][0], directory)], check=False)
+    assert (warm.returncode, warm.stdout, warm.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert warm.returncode == 2 and "max_length" not in warm.stderr

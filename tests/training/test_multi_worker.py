@@ -88,7 +88,9 @@ def _run_workers(args, log_dir, num_workers=2):
     ]
 
 
-def _saved_model_accuracy(export, split, tmp_path):
+def _saved_model_accuracies(exports, split, tmp_path):
+    """Test accuracy of each SavedModel in `exports`, in one process that
+    imports TensorFlow only."""
     examples = tmp_path / "test.json"
     examples.write_text(json.dumps({"texts": list(split.texts), "labels": list(map(int, split.labels))}))
     script = textwrap.dedent(f"""
@@ -96,26 +98,50 @@ def _saved_model_accuracy(export, split, tmp_path):
         import tensorflow as tf
         assert "kerapos" not in sys.modules
         examples = json.load(open({str(examples)!r}))
-        serve = tf.saved_model.load({str(export)!r}).signatures["serving_default"]
-        predicted = serve(text=tf.constant(examples["texts"]))["class_id"].numpy()
-        print(sum(int(p == l) for p, l in zip(predicted, examples["labels"])), len(predicted))
+        for export in {[str(export) for export in exports]!r}:
+            serve = tf.saved_model.load(export).signatures["serving_default"]
+            predicted = serve(text=tf.constant(examples["texts"]))["class_id"].numpy()
+            print(sum(int(p == l) for p, l in zip(predicted, examples["labels"])), len(predicted))
     """)
-    correct, count = map(int, run_python(["-c", script], timeout=300).stdout.split())
-    assert count == len(split.labels)
-    return correct / count
+    lines = run_python(["-c", script], timeout=300).stdout.splitlines()
+    accuracies = []
+    for line in lines:
+        correct, count = map(int, line.split())
+        assert count == len(split.labels)
+        accuracies.append(correct / count)
+    assert len(accuracies) == len(exports)
+    return accuracies
 
 
 def _accuracy_line(stdout):
     return re.search(r"Test accuracy by evaluation length: .*", stdout).group(0)
 
 
+@pytest.fixture(scope="module")
+def worker_runs(tmp_path_factory):
+    """Each model of MODELS trained by two CLI workers: model -> (run dir,
+    export dir, [(exit code, stdout, stderr)] per worker, accuracy of the
+    chief's export served by TensorFlow alone)."""
+    runs = {}
+    for model in sorted(MODELS):
+        root = tmp_path_factory.mktemp(model)
+        run_dir, export_dir = root / "run", root / "exports"
+        outputs = _run_workers([
+            *TINY, *MODELS[model], f"--model_dir={run_dir}", f"--export_dir={export_dir}",
+            "--model_name=tiny",
+        ], log_dir=root)
+        runs[model] = [run_dir, export_dir, outputs]
+    exported = {model: run[1] / "tiny" / "1" for model, run in runs.items()
+                if (run[1] / "tiny" / "1" / "saved_model.pb").is_file()}
+    test = load_classification_data(FIXTURE).test
+    accuracies = dict(zip(exported, _saved_model_accuracies(
+        list(exported.values()), test, tmp_path_factory.mktemp("served"))))
+    return {model: (*run, accuracies.get(model)) for model, run in runs.items()}
+
+
 @pytest.mark.parametrize("model", sorted(MODELS))
-def test_two_workers_train_and_only_the_chief_writes(model, tmp_path):
-    run_dir, export_dir = tmp_path / "run", tmp_path / "exports"
-    outputs = _run_workers([
-        *TINY, *MODELS[model], f"--model_dir={run_dir}", f"--export_dir={export_dir}",
-        "--model_name=tiny",
-    ], log_dir=tmp_path)
+def test_two_workers_train_and_only_the_chief_writes(model, worker_runs):
+    run_dir, export_dir, outputs, exported_accuracy = worker_runs[model]
     for index, (code, stdout, stderr) in enumerate(outputs):
         assert code == 0, f"worker {index} exit {code}\n{stdout[-3000:]}\n{stderr[-3000:]}"
         assert "Traceback" not in stderr
@@ -140,7 +166,6 @@ def test_two_workers_train_and_only_the_chief_writes(model, tmp_path):
     # the whole test set as results.json reports at its serving length of 32
     # tokens (one review of slack for float ties).
     test = load_classification_data(FIXTURE).test
-    exported_accuracy = _saved_model_accuracy(export_dir / "tiny" / "1", test, tmp_path)
     assert abs(exported_accuracy - results["test_accuracy"]["32"]) <= 1 / len(test.labels) + 1e-6
 
     # Gradients were all-reduced: both workers end with the same weights and
