@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from kerapos.layers import context_extension as extension
 from kerapos.layers import registry as positions
 from kerapos.layers.attention_bias import AttentionBias
 from kerapos.utils import checks
@@ -41,6 +42,14 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
     attention entropy from growing with the length (Chiang and Cholak 2022,
     arXiv:2202.12172); lengths `n <= L` are unchanged.
 
+    Context extension (`context_extension`, rotary and xPos only): an
+    inference-time method of `kerapos.layers.context_extension` ("rerope",
+    "self_extend" or "dual_chunk") that runs a trained model past its training
+    length by changing the relative positions of far query-key pairs. It
+    computes 3 (ReRoPE, Self-Extend) or 5 (Dual Chunk) score passes of
+    `[batch, heads, T, S]` instead of one (time and peak memory) and equals
+    plain rotary attention on sequences up to its window.
+
     Position schemes other than "none" need inputs `[batch, seq, features]`
     (attention over axis 1 only).
 
@@ -56,6 +65,12 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
             in for "alibi" and "t5".
         logn_train_length: None or int >= 2. The training length for log-n
             scaling; None disables it.
+        context_extension: None or dict with "method" and its arguments, e.g.
+            `{"method": "rerope", "window": 32, "leaky_factor": None,
+            "logn_train_length": 64}`, `{"method": "self_extend",
+            "neighbor_window": 32, "group_size": 8}` or `{"method":
+            "dual_chunk", "chunk_size": 48, "local_window": 4}` (see
+            `kerapos.layers.context_extension`).
         **kwargs: the other arguments of `keras.layers.MultiHeadAttention`
             (`value_dim`, `dropout`, `use_bias`, `output_shape`,
             `kernel_initializer`, ..., `name`, `dtype`).
@@ -87,7 +102,9 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         2021 (RoPE, arXiv:2104.09864); Sun et al. 2023 (xPos,
         arXiv:2212.10554); Press et al. 2022 (ALiBi, arXiv:2108.12409); Raffel
         et al. 2020 (T5, arXiv:1910.10683); Chiang and Cholak 2022 (log-n
-        scaling, arXiv:2202.12172).
+        scaling, arXiv:2202.12172); Su 2023 (ReRoPE, github bojone/rerope);
+        Jin et al. 2024 (Self-Extend, arXiv:2401.01325); An et al. 2024 (Dual
+        Chunk Attention, arXiv:2402.17463).
     """
 
     def __init__(
@@ -97,6 +114,7 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         position="none",
         position_config=None,
         logn_train_length=None,
+        context_extension=None,
         **kwargs,
     ):
         valid_positions = positions.available(where="none") + positions.available(where="attention")
@@ -120,10 +138,17 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         logn_train_length = checks.integer(
             logn_train_length, "logn_train_length", minimum=2, allow_none=True
         )
+        context_extension = extension.validate(context_extension)
+        if context_extension is not None and position not in ("rotary", "xpos"):
+            raise ValueError(
+                f"context_extension {context_extension['method']!r} changes rotary "
+                f"positions, so it needs position='rotary' or 'xpos'; got {position!r}."
+            )
         super().__init__(num_heads=num_heads, key_dim=key_dim, **kwargs)
         self.position = position
         self.position_config = dict(position_config or {})
         self.logn_train_length = logn_train_length
+        self.context_extension = context_extension
         self._position_layer = self._make_position_layer()
 
     def _make_position_layer(self):
@@ -188,6 +213,12 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         # `_compute_causal_mask`) into `attention_mask` for subclasses that
         # override this method, so `use_causal_mask` never reaches it.
         # query: [B, T, N, H], key: [B, S, N, H], value: [B, S, N, Hv]
+        if self.context_extension is not None:
+            self._check_lengths(query, key)
+            if self.logn_train_length is not None:
+                query = query * ops.cast(self._logn_factor(key), query.dtype)
+            scores = self._extended_scores(query, key)  # [B, N, T, S]
+            return self._attend(scores, value, attention_mask, training)
         if self._position_layer is not None and not self._adds_bias:
             query, key = self._rotate(query, key)
         if self.logn_train_length is not None:
@@ -205,7 +236,7 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
             return_attention_scores=return_attention_scores,
         )
 
-    def _rotate(self, query, key):
+    def _check_lengths(self, query, key):
         query_length, key_length = query.shape[1], key.shape[1]
         if query_length is not None and key_length is not None and query_length > key_length:
             raise ValueError(
@@ -213,10 +244,49 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
                 f"keys, so it needs query length <= key length; got "
                 f"{query_length} queries and {key_length} keys."
             )
+
+    def _rotate(self, query, key):
+        self._check_lengths(query, key)
         start_index = ops.shape(key)[1] - ops.shape(query)[1]
         query = self._position_layer(query, start_index=start_index, is_key=False)
         key = self._position_layer(key, is_key=True)
         return query, key
+
+    def _extended_scores(self, query, key):
+        """Scaled logits `[B, N, T, S]` of the context-extension method: one
+        rotary pass per region of `context_extension.passes`."""
+        query_length, key_length = ops.shape(query)[1], ops.shape(key)[1]
+        query_positions = ops.arange(query_length, dtype="float32") + ops.cast(
+            key_length - query_length, "float32"
+        )  # [T]
+        key_positions = ops.arange(key_length, dtype="float32")  # [S]
+        query = query * ops.cast(self._inverse_sqrt_key_dim, query.dtype)
+        scale = extension.query_scale(self.context_extension, query_positions)
+        if scale is not None:
+            query = query * ops.cast(scale[None, :, None, None], query.dtype)
+        scores = None
+        for query_at, key_at, region in extension.passes(
+            self.context_extension, query_positions, key_positions
+        ):
+            rotated_query = self._position_layer(query, positions=query_at, is_key=False)
+            rotated_key = self._position_layer(key, positions=key_at, is_key=True)
+            # [B, N, T, S]
+            pass_scores = ops.einsum(self._dot_product_equation, rotated_key, rotated_query)
+            scores = pass_scores if region is None else ops.where(
+                region[None, None], pass_scores, scores
+            )
+        return scores
+
+    def _attend(self, attention_scores, value, attention_mask, training):
+        """Masked softmax of `[B, N, T, S]` logits, dropout, and the weighted
+        values `[B, T, N, Hv]`; returns `(outputs, probabilities)`."""
+        attention_scores = self._masked_softmax(attention_scores, attention_mask)
+        if self._dropout > 0.0:
+            final_attention_scores = self._dropout_layer(attention_scores, training=training)
+        else:
+            final_attention_scores = attention_scores
+        attention_output = ops.einsum(self._combine_equation, final_attention_scores, value)
+        return attention_output, attention_scores
 
     def _logn_factor(self, key):
         """max(1, log(S) / log(L)) in float32, for key length S."""
@@ -258,14 +328,7 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         query = query * ops.cast(self._inverse_sqrt_key_dim, query.dtype)
         # [B, N, T, S]
         attention_scores = ops.einsum(self._dot_product_equation, key, query) + bias
-        attention_scores = self._masked_softmax(attention_scores, attention_mask)
-        if self._dropout > 0.0:
-            final_attention_scores = self._dropout_layer(attention_scores, training=training)
-        else:
-            final_attention_scores = attention_scores
-        # [B, T, N, Hv]
-        attention_output = ops.einsum(self._combine_equation, final_attention_scores, value)
-        return attention_output, attention_scores
+        return self._attend(attention_scores, value, attention_mask, training)
 
     def get_config(self):
         config = super().get_config()
@@ -274,6 +337,9 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
                 "position": self.position,
                 "position_config": dict(self.position_config),
                 "logn_train_length": self.logn_train_length,
+                "context_extension": (
+                    None if self.context_extension is None else dict(self.context_extension)
+                ),
             }
         )
         return config

@@ -39,6 +39,9 @@ class TransformerBlock(keras.layers.Layer):
         causal: bool. Decoder (causal) or encoder (bidirectional) block.
         logn_train_length: None or int >= 2. Enables log-n attention scaling
             for keys longer than this (see `PositionalMultiHeadAttention`).
+        context_extension: None or dict. An inference-time context-extension
+            method of rotary / xPos attention ("rerope", "self_extend",
+            "dual_chunk"; see `kerapos.layers.context_extension`).
         **kwargs: other keyword arguments passed to `keras.layers.Layer`,
             including `name`, `dtype` etc.
 
@@ -74,6 +77,7 @@ class TransformerBlock(keras.layers.Layer):
         position_config=None,
         causal=False,
         logn_train_length=None,
+        context_extension=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -111,6 +115,7 @@ class TransformerBlock(keras.layers.Layer):
             position=position if in_attention else "none",
             position_config=self.position_config if in_attention else None,
             logn_train_length=logn_train_length,
+            context_extension=context_extension,
             dropout=dropout,
             dtype=self.dtype_policy,
             name="attention",
@@ -162,6 +167,7 @@ class TransformerBlock(keras.layers.Layer):
                 "position_config": dict(self.position_config),
                 "causal": self.causal,
                 "logn_train_length": self.logn_train_length,
+                "context_extension": self.attention.get_config()["context_extension"],
             }
         )
         return config

@@ -28,7 +28,7 @@ def build_causal_lm(
     vocab_size,
     position, position_config=None, max_length=None,  # the scheme, from the registry
     num_layers=2, hidden_dim=128, num_heads=4, intermediate_dim=512,  # the block stack
-    dropout=0.0, tie_embeddings=True, logn_train_length=None,
+    dropout=0.0, tie_embeddings=True, logn_train_length=None, context_extension=None,
 ):
     """A pre-norm decoder-only Transformer LM (GPT-2 layout) with any scheme.
 
@@ -58,6 +58,9 @@ def build_causal_lm(
         dropout: float, on embeddings, attention and residuals.
         tie_embeddings: bool, output projection = embedding matrix transposed.
         logn_train_length: optional int, log-n attention scaling past it.
+        context_extension: optional dict, an inference-time context-extension
+            method of rotary / xPos attention in every block (ReRoPE,
+            Self-Extend, Dual Chunk; see `kerapos.layers.context_extension`).
 
     Returns:
         A `keras.Model` from int32 ids `[batch, seq]` to float32 logits
@@ -87,7 +90,8 @@ def build_causal_lm(
     x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     sizes = dict(num_heads=num_heads, hidden_dim=hidden_dim, intermediate_dim=intermediate_dim)
     for block in transformer_blocks(num_layers, position, position_config, dropout=dropout,
-                                    causal=True, logn_train_length=logn_train_length, **sizes):
+                                    causal=True, logn_train_length=logn_train_length,
+                                    context_extension=context_extension, **sizes):
         x = block(x)  # [batch, seq, hidden_dim]
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
     logits = embedding(x, reverse=True)  # [batch, seq, vocab]
@@ -99,14 +103,15 @@ def rebuild_causal_lm(model, build_config, **overrides):
     """The same LM rebuilt with `overrides` of `build_causal_lm`'s arguments.
 
     Weights are copied from `model`, so only weight-free settings may change:
-    `position_config` (e.g. RoPE `scaling`) and `logn_train_length`.
+    `position_config` (e.g. RoPE `scaling`), `logn_train_length` and
+    `context_extension`.
 
     Args:
         model: a model made by `build_causal_lm(**build_config)`.
         build_config: dict of the arguments it was built with.
         **overrides: the arguments to change.
     """
-    allowed = ("position_config", "logn_train_length")
+    allowed = ("position_config", "logn_train_length", "context_extension")
     unknown = [key for key in overrides if key not in allowed]
     if unknown:
         raise ValueError(

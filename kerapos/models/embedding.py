@@ -65,7 +65,8 @@ def transformer_blocks(num_layers, position, position_config, **block_arguments)
             block, with `position_config`; other schemes get plain attention.
         position_config: the position layer's config, from `position_arguments`.
         **block_arguments: the other `TransformerBlock` arguments (sizes,
-            `dropout`, `causal`, `logn_train_length`, `dtype`).
+            `dropout`, `causal`, `logn_train_length`, `context_extension`,
+            `dtype`).
     """
     attention_config = position_config if positions.where(position) == "attention" else None
     for index in range(num_layers):

@@ -122,3 +122,22 @@ def test_sample_tokens_seeded_greedy_and_context():
         sample_tokens(model, prompt, 2, temperature=-1)
     with pytest.raises(ValueError, match="top_k"):
         sample_tokens(model, prompt, 2, top_k=0)
+
+
+@pytest.mark.parametrize(
+    "extension",
+    [{"method": "rerope", "window": 8}, {"method": "self_extend", "neighbor_window": 8,
+                                          "group_size": 4},
+     {"method": "dual_chunk", "chunk_size": 8, "local_window": 2}],
+)
+def test_context_extension_equals_rotary_inside_its_window_and_not_past_it(extension):
+    config = _config("rotary")
+    model = build_causal_lm(**config)
+    extended = rebuild_causal_lm(model, config, context_extension=extension)
+    ids = np.random.default_rng(2).integers(0, 40, size=(2, 24)).astype(np.int32)
+    np.testing.assert_allclose(
+        np.asarray(extended(ids[:, :8])), np.asarray(model(ids[:, :8])), atol=1e-5
+    )
+    assert np.abs(np.asarray(extended(ids)) - np.asarray(model(ids))).max() > 1e-4
+    with pytest.raises(ValueError, match="position='rotary' or 'xpos'"):
+        build_causal_lm(**_config("alibi"), context_extension=extension)
