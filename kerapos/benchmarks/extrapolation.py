@@ -288,7 +288,10 @@ def results_markdown(results, options):
         "every cell). Rows `scheme/variant` are inference-time changes of the same "
         "trained model (`learned/interpolate`: its table interpolated to the eval "
         "length; rotary variants: RoPE scaling with factor = eval / train length, "
-        "`logn`: log-n attention scaling). `-`: cannot run at that length.",
+        "`logn`: log-n attention scaling; `rerope` (window L/2, log-n queries), "
+        "`self_extend` (neighbour window L/2, group ceil((n - L/2) / (L/2))) and "
+        "`dual_chunk` (chunk 3L/4, local window L/16): the attention's context_extension, "
+        "L = training length, n = eval length). `-`: cannot run at that length.",
         "",
     ]
     for metric, title in (("perplexity", "Perplexity"), ("bits_per_byte", "Bits per byte")):

@@ -55,6 +55,7 @@ from kerapos.positions import ROTARY_VARIANTS
 from kerapos.utils import checks
 
 PROTOCOLS = ("nonoverlapping", "sliding")
+CONTEXT_EXTENSION_VARIANTS = ("rerope", "self_extend", "dual_chunk")
 
 
 def default_stride(eval_length):
@@ -219,6 +220,28 @@ def evaluate_documents(
     }
 
 
+def context_extension_defaults(variant, train_length, eval_length):
+    """The `context_extension` of a method variant, from the training length L
+    and the evaluation length n (the settings results.md states):
+
+    * "rerope": window L // 2, log-n of the queries with L (Su 2023's
+      reference code scales queries by `log(position + 1) / log(L)`);
+    * "self_extend": neighbour window w = L // 2 and the smallest group size
+      that keeps every grouped position inside the training length,
+      `G = ceil((n - w) / (L - w))` (1 up to L: plain rotary);
+    * "dual_chunk": ChunkLlama's defaults, chunk size 3L/4 and local window
+      L/16 (at least 1).
+    """
+    half = max(1, train_length // 2)
+    if variant == "rerope":
+        return {"method": "rerope", "window": half, "logn_train_length": max(2, train_length)}
+    if variant == "self_extend":
+        group = max(1, math.ceil((eval_length - half) / max(1, train_length - half)))
+        return {"method": "self_extend", "neighbor_window": half, "group_size": group}
+    return {"method": "dual_chunk", "chunk_size": max(2, train_length * 3 // 4),
+            "local_window": max(1, train_length // 16)}
+
+
 def variant_overrides(variant, build_config, train_length, eval_length):
     """`rebuild_causal_lm` overrides for a rotary inference-time variant.
 
@@ -229,10 +252,15 @@ def variant_overrides(variant, build_config, train_length, eval_length):
       = train_length`: unscaled up to the training length, NTK with
       `length / train_length` past it (see `RotaryEmbedding`).
     * "logn": log-n attention scaling past `train_length` (no RoPE change).
+    * "rerope" / "self_extend" / "dual_chunk": the attention's
+      `context_extension` (`context_extension_defaults`).
     """
     checks.choice(variant, "variant", ROTARY_VARIANTS)
     if variant == "logn":
         return {"logn_train_length": int(train_length)}
+    if variant in CONTEXT_EXTENSION_VARIANTS:
+        return {"context_extension": context_extension_defaults(
+            variant, int(train_length), int(eval_length))}
     factor = 1.0 if variant == "dynamic" else max(1.0, eval_length / train_length)
     scaling = {
         "rope_type": variant,

@@ -145,6 +145,15 @@ def test_variant_overrides():
     assert extrapolation.variant_overrides("yarn", config, 64, 32)[
         "position_config"]["scaling"]["factor"] == 1.0
     assert extrapolation.variant_overrides("logn", config, 64, 256) == {"logn_train_length": 64}
+    assert extrapolation.variant_overrides("rerope", config, 64, 1024) == {"context_extension": {
+        "method": "rerope", "window": 32, "logn_train_length": 64}}
+    # Self-Extend's group keeps the farthest grouped position below L:
+    # (1023 - 32) // 31 + 32 - 32 // 31 = 62 < 64; one group smaller would not.
+    for eval_length, group in ((64, 1), (256, 7), (1024, 31)):
+        assert extrapolation.variant_overrides("self_extend", config, 64, eval_length)[
+            "context_extension"]["group_size"] == group
+    assert extrapolation.variant_overrides("dual_chunk", config, 64, 1024) == {"context_extension": {
+        "method": "dual_chunk", "chunk_size": 48, "local_window": 4}}
     with pytest.raises(ValueError, match="`variant` must be one of 'linear'"):
         extrapolation.variant_overrides("alibi", config, 64, 256)
 
@@ -155,7 +164,8 @@ def test_variant_models():
     rotary = build_causal_lm(**rotary_config)
     ids = np.random.default_rng(2).integers(0, 30, size=(1, 32)).astype(np.int32)
     assert extrapolation.variant_model(rotary, rotary_config, "none", 8, 32) is rotary
-    for variant in ("ntk", "linear", "yarn", "dynamic", "logn"):
+    for variant in ("ntk", "linear", "yarn", "dynamic", "logn", "rerope", "self_extend",
+                    "dual_chunk"):
         varied = extrapolation.variant_model(rotary, rotary_config, variant, 8, 32)
         assert np.abs(np.asarray(varied(ids)) - np.asarray(rotary(ids))).max() > 1e-4, variant
     learned_config = dict(position="learned", max_length=8, **TINY)
@@ -172,7 +182,7 @@ def test_variant_models():
 
 def test_variants_for_follows_the_registry():
     assert extrapolation.variants_for("rotary") == (
-        "none", "linear", "ntk", "dynamic", "yarn", "logn")
+        "none", "linear", "ntk", "dynamic", "yarn", "logn", "rerope", "self_extend", "dual_chunk")
     assert extrapolation.variants_for("learned") == ("none", "interpolate")
     for name in ("none", "sinusoidal", "xpos", "alibi", "t5"):
         assert extrapolation.variants_for(name) == ("none",), name
