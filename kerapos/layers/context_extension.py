@@ -104,15 +104,6 @@ def validate(config):
     return clean
 
 
-def window(config):
-    """The longest sequence on which the method equals plain rotary attention."""
-    return {
-        "rerope": lambda c: c["window"],
-        "self_extend": lambda c: c["neighbor_window"],
-        "dual_chunk": lambda c: c["chunk_size"],
-    }[config["method"]](config)
-
-
 def query_scale(config, query_positions):
     """Per-query logit multiplier `[T]` (ReRoPE's log-n), or None."""
     if config["method"] != "rerope" or config["logn_train_length"] is None:

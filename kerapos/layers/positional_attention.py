@@ -213,16 +213,15 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         # `_compute_causal_mask`) into `attention_mask` for subclasses that
         # override this method, so `use_causal_mask` never reaches it.
         # query: [B, T, N, H], key: [B, S, N, H], value: [B, S, N, Hv]
+        rotates = self._position_layer is not None and not self._adds_bias
+        if rotates and self.context_extension is None:
+            query, key = self._rotate(query, key)
+        if self.logn_train_length is not None:  # a scalar: commutes with the rotation
+            query = query * ops.cast(self._logn_factor(key), query.dtype)
         if self.context_extension is not None:
             self._check_lengths(query, key)
-            if self.logn_train_length is not None:
-                query = query * ops.cast(self._logn_factor(key), query.dtype)
             scores = self._extended_scores(query, key)  # [B, N, T, S]
             return self._attend(scores, value, attention_mask, training)
-        if self._position_layer is not None and not self._adds_bias:
-            query, key = self._rotate(query, key)
-        if self.logn_train_length is not None:
-            query = query * ops.cast(self._logn_factor(key), query.dtype)
         if self._adds_bias:
             return self._biased_attention(
                 query, key, value, attention_mask, training, return_attention_scores
