@@ -9,6 +9,8 @@ import pytest
 
 from kerapos import positions
 from kerapos.layers.alibi_bias import ALiBiBias
+from kerapos.layers.fire_bias import FireBias
+from kerapos.layers.kerple_bias import KerpleBias
 from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding
 from kerapos.layers.positional_encoding import PositionalEncoding
 from kerapos.layers.relative_position_bias import RelativePositionBias
@@ -24,12 +26,14 @@ EXPECTED_WHERE = {
     "xpos": "attention",
     "alibi": "attention",
     "t5": "attention",
+    "fire": "attention",
+    "kerple": "attention",
 }
 
 
 def test_available():
     assert positions.available() == (
-        "none", "sinusoidal", "learned", "rotary", "xpos", "alibi", "t5"
+        "none", "sinusoidal", "learned", "rotary", "xpos", "alibi", "t5", "fire", "kerple"
     )
 
 
@@ -47,6 +51,8 @@ def test_where(name):
         ("xpos", {}, RotaryEmbedding),
         ("alibi", {"num_heads": 4}, ALiBiBias),
         ("t5", {"num_heads": 4}, RelativePositionBias),
+        ("fire", {"num_heads": 4}, FireBias),
+        ("kerple", {"num_heads": 4}, KerpleBias),
     ],
 )
 def test_get_builds_the_right_layer(name, config, cls):
@@ -67,6 +73,10 @@ def test_get_passes_config_and_defaults():
     assert positions.get("alibi", num_heads=8, causal=False).causal is False
     t5 = positions.get("t5", num_heads=2, num_buckets=8, max_distance=20, bidirectional=False)
     assert (t5.num_buckets, t5.max_distance, t5.bidirectional) == (8, 20, False)
+    assert positions.get("fire", num_heads=2).causal is True
+    assert positions.get("fire", num_heads=2, causal=False, hidden_dim=8).hidden_dim == 8
+    assert positions.get("kerple", num_heads=2).kernel == "log"
+    assert positions.get("kerple", num_heads=2, kernel="power").kernel == "power"
     assert positions.get("learned", max_length=7).max_length == 7
     layer = positions.get("sinusoidal", name="pos", dtype="mixed_float16")
     assert layer.name == "pos" and layer.compute_dtype == "float16"
@@ -74,7 +84,7 @@ def test_get_passes_config_and_defaults():
 
 @pytest.mark.parametrize("name", ["rope", "ALiBi", "", "learnt", None, 3])
 def test_unknown_name(name):
-    valid = "valid names are: none, sinusoidal, learned, rotary, xpos, alibi, t5"
+    valid = "valid names are: none, sinusoidal, learned, rotary, xpos, alibi, t5, fire, kerple"
     with pytest.raises(ValueError, match=valid):
         positions.get(name)
     with pytest.raises(ValueError, match="Unknown position scheme"):
@@ -98,6 +108,8 @@ def test_unknown_name_suggests_close_match():
         ("learned", {}, "needs max_length"),
         ("alibi", {}, "needs num_heads"),
         ("t5", {"causal": True, "num_heads": 2}, "does not take 'causal'"),
+        ("kerple", {"causal": True, "num_heads": 2}, "does not take 'causal'"),
+        ("fire", {}, "needs num_heads"),
     ],
 )
 def test_bad_config(name, config, match):
@@ -123,6 +135,10 @@ def test_describe():
     assert by_name["xpos"]["layer"] == "RotaryEmbedding(xpos=True)"
     assert "2108.12409" in by_name["alibi"]["paper"]
     assert "1910.10683" in by_name["t5"]["paper"]
+    assert by_name["fire"]["layer"] == "FireBias"
+    assert by_name["kerple"]["layer"] == "KerpleBias"
+    assert "2310.04418" in by_name["fire"]["paper"]
+    assert "2205.09921" in by_name["kerple"]["paper"]
 
 
 def test_scheme_records():
@@ -161,6 +177,8 @@ def test_import_order_has_no_cycle(first_import):
     [
         ("alibi", {"causal": False}, {"causal": True}),
         ("t5", {}, {}),
+        ("fire", {"causal": False}, {"causal": True}),
+        ("kerple", {}, {}),
         ("rotary", {}, {}),
         ("xpos", {}, {}),
         ("sinusoidal", {}, {}),
@@ -250,6 +268,17 @@ def test_relation_matrix_alibi_is_mean_slope_times_distance(causal):
     layer = positions.get("alibi", num_heads=4, causal=causal)
     got = positions.relation_matrix("alibi", layer, length, 16)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_relation_matrix_kerple_is_mean_log_penalty():
+    length = 9
+    layer = positions.get("kerple", num_heads=2)
+    layer.build()
+    layer.set_weights([np.array([0.5, 1.5], "float32"), np.array([0.3, 1.2], "float32")])
+    distance = np.abs(np.arange(length)[:, None] - np.arange(length)[None, :])  # |i - j|
+    expected = -(0.5 * np.log1p(0.3 * distance) + 1.5 * np.log1p(1.2 * distance)) / 2
+    got = positions.relation_matrix("kerple", layer, length, 16)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_relation_matrix_stops_at_the_table_and_needs_a_layer():

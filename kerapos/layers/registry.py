@@ -25,7 +25,7 @@ Example:
 ```python
 from kerapos import positions
 
-positions.available()             # ("none", "sinusoidal", ..., "t5")
+positions.available()             # ("none", "sinusoidal", ..., "kerple")
 positions.where("alibi")          # "attention"
 config = positions.layer_config("alibi", {"num_heads": 4}, causal=True)
 layer = positions.get("alibi", **config)   # ALiBiBias(num_heads=4, causal=True)
@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 
 from kerapos.layers.alibi_bias import ALiBiBias
+from kerapos.layers.fire_bias import FireBias
+from kerapos.layers.kerple_bias import KerpleBias
 from kerapos.layers.learned_position_embedding import EXTEND_METHODS
 from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding
 from kerapos.layers.positional_encoding import PositionalEncoding
@@ -229,6 +231,27 @@ _SCHEMES = (
         "Raffel et al. 2020, Exploring the Limits of Transfer Learning with a "
         "Unified Text-to-Text Transformer, arXiv:1910.10683",
         "yes: distances past max_distance share the last learned bucket",
+        relation=_mean_bias,
+    ),
+    Scheme(
+        "fire",
+        "attention",
+        FireBias,
+        "Li et al. 2024, Functional Interpolation for Relative Positions "
+        "Improves Long Context Transformers, arXiv:2310.04418",
+        "yes: distances are interpolated into [0, 1] by the query's position, "
+        "so a learned MLP sees no unseen inputs at any length",
+        encoder_config={"causal": False},
+        decoder_config={"causal": True},
+        relation=_mean_bias,
+    ),
+    Scheme(
+        "kerple",
+        "attention",
+        KerpleBias,
+        "Chi et al. 2022, KERPLE: Kernelized Relative Positional Embedding for "
+        "Length Extrapolation, arXiv:2205.09921",
+        "yes: a learned log (or power) distance penalty defined at every distance",
         relation=_mean_bias,
     ),
 )

@@ -9,11 +9,13 @@ from layer_suite import LayerSuite
 from kerapos.layers.positional_attention import PositionalMultiHeadAttention
 
 FEATURES, HEADS, HEAD_DIM = 16, 2, 8
-SCHEMES = ("none", "rotary", "xpos", "alibi", "t5")
-# Small xPos scale base and T5 distances so short test sequences feel them.
+SCHEMES = ("none", "rotary", "xpos", "alibi", "t5", "fire", "kerple")
+# Small xPos scale base, T5 distances and FIRE threshold so short test
+# sequences feel them.
 TEST_CONFIGS = {
     "xpos": {"xpos_scale_base": 4.0},
     "t5": {"num_buckets": 8, "max_distance": 6},
+    "fire": {"initial_threshold": 4.0},
 }
 
 
@@ -45,6 +47,33 @@ def np_t5_bucket(relative_position, num_buckets, max_distance):
             np.log(n / max_exact) / np.log(max_distance / max_exact) * (num_buckets - max_exact)
         ).astype(np.int64)
     return ret + np.where(n < max_exact, n, np.minimum(large, num_buckets - 1))
+
+
+def np_fire_bias(fire, query_positions, key_positions):
+    """Causal FIRE: f(psi(i - j) / psi(max(L, i))), psi(x) = log(|c| x + 1)."""
+    c, multiplier, w1, b1, w2, b2 = (
+        np.asarray(w, "float64") for w in (
+            fire.c, fire.threshold_multiplier, fire.hidden_kernel, fire.hidden_bias,
+            fire.output_kernel, fire.output_bias,
+        )
+    )
+
+    def psi(x):
+        return np.log(abs(c) * x + 1.0)
+
+    threshold = abs(multiplier * fire.initial_threshold)
+    distance = np.maximum(query_positions[:, None] - key_positions[None, :], 0.0)  # [T, S]
+    x = psi(distance) / psi(np.maximum(query_positions, threshold))[:, None]
+    hidden = np.maximum(x[..., None] * w1[0] + b1, 0.0)  # [T, S, d]
+    return np.transpose(hidden @ w2 + b2, (2, 0, 1))  # [n, T, S]
+
+
+def np_kerple_bias(kerple, query_positions, key_positions):
+    """KERPLE's log kernel: -r1 log(1 + r2 |i - j|)."""
+    r1 = np.maximum(np.asarray(kerple.r1, "float64"), 0.01)[:, None, None]
+    r2 = np.maximum(np.asarray(kerple.r2, "float64"), 0.01)[:, None, None]
+    distance = np.abs(query_positions[:, None] - key_positions[None, :])  # [T, S]
+    return -r1 * np.log(1.0 + r2 * distance[None])
 
 
 ALIBI_SLOPES = {2: [2.0**-4, 2.0**-8], 4: [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8]}
@@ -84,6 +113,10 @@ def np_attention(layer, query, value, scheme, mask=None, causal=False, logn=None
         table = np.asarray(layer._position_layer.embeddings)  # [buckets, heads]
         buckets = np_t5_bucket(-distance.astype(int), **TEST_CONFIGS["t5"])
         logits += np.transpose(table[buckets], (2, 0, 1))[None]
+    if scheme == "fire":  # default causal=True
+        logits += np_fire_bias(layer._position_layer, query_positions, key_positions)[None]
+    if scheme == "kerple":  # default kernel="log"
+        logits += np_kerple_bias(layer._position_layer, query_positions, key_positions)[None]
     allowed = np.ones((q.shape[0], T, S), bool)
     if mask is not None:
         allowed &= mask
@@ -139,6 +172,16 @@ class TestALiBiSuite(AttentionSuite):
 class TestT5Suite(AttentionSuite):
     scheme = "t5"
     expected_trainable_weights = 9  # and the bias table
+
+
+class TestFireSuite(AttentionSuite):
+    scheme = "fire"
+    expected_trainable_weights = 14  # and c, the threshold multiplier, the MLP's 4
+
+
+class TestKerpleSuite(AttentionSuite):
+    scheme = "kerple"
+    expected_trainable_weights = 10  # and r1, r2
 
 
 class TestXPosSuite(AttentionSuite):
@@ -307,7 +350,7 @@ def test_position_layers_follow_the_dtype_policy():
 
 @pytest.mark.parametrize("position", ["rope", "sinusoidal", "learned", None])
 def test_unknown_position(position):
-    with pytest.raises(ValueError, match="valid names are: none, rotary, xpos, alibi, t5"):
+    with pytest.raises(ValueError, match="valid names are: none, rotary, xpos, alibi, t5, fire, kerple"):
         PositionalMultiHeadAttention(2, 8, position=position)
 
 

@@ -184,7 +184,7 @@ def test_variants_for_follows_the_registry():
     assert extrapolation.variants_for("rotary") == (
         "none", "linear", "ntk", "dynamic", "yarn", "logn", "rerope", "self_extend", "dual_chunk")
     assert extrapolation.variants_for("learned") == ("none", "interpolate")
-    for name in ("none", "sinusoidal", "xpos", "alibi", "t5"):
+    for name in ("none", "sinusoidal", "xpos", "alibi", "t5", "fire", "kerple"):
         assert extrapolation.variants_for(name) == ("none",), name
     # A selection of rotary variants keeps its order and leaves other schemes alone.
     assert extrapolation.variants_for("rotary", ("yarn", "linear")) == ("none", "yarn", "linear")
