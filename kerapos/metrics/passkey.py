@@ -1,22 +1,38 @@
 """Passkey retrieval (Mohtashami and Jaggi 2023, "Landmark Attention",
-arXiv:2305.16300, appendix).
+arXiv:2305.16300, appendix), in a compact format that fits short windows.
 
-A prompt of repeated filler sentences hides one sentence with a random
-5-digit pass key at a random depth and ends with the question; the model must
-continue it with the key. Accuracy = fraction of prompts whose greedy
-continuation starts with the key (leading whitespace ignored).
+A sample is filler sentences with one key sentence `The key is 52734. ` hidden
+at a random depth, then the question `The key is` and the answer ` 52734`:
+
+    The sky is blue. The key is 52734. The sun is yellow. Here we go. The key is 52734
+
+The whole sample has `length + 1` tokens, like a training window: the model
+reads the first `length` (everything up to the last answer digit) and must
+predict the answer's tokens at the last `len(answer)` positions. The format
+needs 34 byte tokens (the key sentence, question and answer), so at a training
+length of 64 about half of every sample is filler.
+
+Accuracy is exact-match retrieval: every answer token is the model's argmax
+given the tokens before it. That is exactly "greedy decoding after the
+question produces the key" (greedy decoding emits the key iff each of its
+tokens is the argmax after the previous ones), computed in one forward pass
+instead of one per answer token.
+
+The same samples mixed into training windows (`training_samples`) teach a
+model the task at its training length, so accuracy past it measures whether
+its positions still let it find the key.
 
 The filler is the end of an endless repetition of `FILLER`, cut at the front
-so that the prompt has exactly the requested number of tokens; the key
+so that the sample has exactly the requested number of tokens; the key
 sentence is inserted at the sentence boundary of the filler nearest to the
 requested depth (0 = right at the start, 1 = right before the question).
-Prompts are deterministic given the seed.
+Samples are deterministic given the seed.
 
 Example:
 ```python
-prompt = make_passkey_prompt(ByteTokenizer(), length=512, seed=0)
-prompt.key, prompt.depth, len(prompt.token_ids)  # ('52734', 0.62, 512)
-passkey_accuracy(model, ByteTokenizer(), length=512, num_trials=10, seed=0)
+sample = make_passkey_sample(ByteTokenizer(), length=64, seed=0)
+sample.key, sample.depth, len(sample.token_ids)  # ('85636', 0.52, 65)
+passkey_accuracy(model, ByteTokenizer(), length=256, num_trials=100, seed=0)
 ```
 """
 
@@ -26,54 +42,74 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from kerapos.models.causal_lm import last_logits_function
 from kerapos.utils import checks
 
 FILLER = (
     "The grass is green. The sky is blue. The sun is yellow. Here we go. "
     "There and back again. "
 )
-KEY_SENTENCE = "The pass key is {key}. Remember it. {key} is the pass key. "
-QUESTION = "What is the pass key? The pass key is"
+KEY_SENTENCE = "The key is {key}. "
+QUESTION = "The key is"
+ANSWER = " {key}"
 NUM_DIGITS = 5
+# Seeds training samples apart from the evaluation trials of the same seed.
+_TRAINING_STREAM = 1
 
 
 @dataclasses.dataclass
-class PasskeyPrompt:
-    """One passkey prompt.
+class PasskeySample:
+    """One passkey sample: prompt and answer.
 
     Attributes:
-        token_ids: int32 array, the whole prompt (exactly the requested length).
+        token_ids: int32 `[length + 1]`: filler with the key sentence, the
+            question, the answer (the model reads all but the last token).
         key: the digits, a str.
         depth: where the key sentence starts, as a fraction of the filler
             (the filler tokens before it / all filler tokens).
         key_start: token index where the key sentence starts.
+        answer_length: tokens of the answer, the last ones of `token_ids`.
     """
 
     token_ids: np.ndarray
     key: str
     depth: float
     key_start: int
+    answer_length: int
 
 
 def minimum_length(tokenizer, num_digits=NUM_DIGITS):
-    """Tokens of a prompt with no filler at all."""
+    """The shortest `length` a sample can have (no filler at all)."""
     key = "0" * num_digits
-    return len(tokenizer.encode(KEY_SENTENCE.format(key=key))) + len(
-        tokenizer.encode(QUESTION)
-    )
+    return sum(
+        len(tokenizer.encode(part.format(key=key))) for part in (KEY_SENTENCE, QUESTION, ANSWER)
+    ) - 1
 
 
-def make_passkey_prompt(tokenizer, length, seed, depth=None, key=None, num_digits=NUM_DIGITS):
-    """Builds a prompt of exactly `length` tokens.
+def _filler(tokenizer, num_filler):
+    """The last `num_filler` tokens of `FILLER` repeated, and the token
+    offsets where its (possibly cut) sentences start."""
+    sentence_ids = [tokenizer.encode(s) for s in re.findall(r"[^.]*\. ", FILLER)]
+    sentences, total = [], 0
+    while total < num_filler:  # whole sentences, newest last
+        sentences.insert(0, sentence_ids[(-1 - len(sentences)) % len(sentence_ids)])
+        total += len(sentences[0])
+    cut = total - num_filler
+    boundaries = np.cumsum([0] + [len(s) for s in sentences]) - cut
+    filler = np.concatenate(sentences + [np.zeros(0, np.int32)]).astype(np.int32)[cut:]
+    return filler, np.union1d([0], boundaries[boundaries >= 0])
+
+
+def make_passkey_sample(tokenizer, length, seed, depth=None, key=None, num_digits=NUM_DIGITS):
+    """Builds a sample of `length + 1` tokens (the model reads `length`).
 
     Args:
         tokenizer: has `encode(str) -> int array`.
-        length: int, prompt length in tokens (>= `minimum_length`).
+        length: int, tokens the model reads (>= `minimum_length`).
         seed: int or sequence of ints; draws the key and depth.
         depth: optional float in [0, 1]; drawn uniformly when None.
         key: optional digit string; `num_digits` random digits when None
             (first digit non-zero).
+        num_digits: digits of a drawn key.
     """
     length = checks.integer(length, "length", minimum=1)
     rng = np.random.default_rng(seed)
@@ -84,86 +120,104 @@ def make_passkey_prompt(tokenizer, length, seed, depth=None, key=None, num_digit
     if depth is None:
         depth = float(rng.uniform())
     depth = checks.number(depth, "depth", minimum=0.0, maximum=1.0)
-    key_ids = tokenizer.encode(KEY_SENTENCE.format(key=key))
-    question_ids = tokenizer.encode(QUESTION)
-    num_filler = length - len(key_ids) - len(question_ids)
+    key_ids, question_ids, answer_ids = (
+        tokenizer.encode(part.format(key=key)) for part in (KEY_SENTENCE, QUESTION, ANSWER)
+    )
+    fixed = len(key_ids) + len(question_ids) + len(answer_ids)
+    num_filler = length + 1 - fixed
     if num_filler < 0:
         raise ValueError(
-            f"a passkey prompt needs at least {len(key_ids) + len(question_ids)} "
-            f"tokens (key sentence + question); got length={length}."
+            f"a passkey sample needs length >= {fixed - 1} (key sentence, question and "
+            f"answer: {fixed} tokens, the last one only predicted); got length={length}."
         )
-    sentence_ids = [tokenizer.encode(s) for s in re.findall(r"[^.]*\. ", FILLER)]
-    # Whole filler sentences, newest last, until there are enough tokens.
-    sentences = []
-    total = 0
-    while total < num_filler:
-        next_sentence = sentence_ids[(-1 - len(sentences)) % len(sentence_ids)]
-        sentences.insert(0, next_sentence)
-        total += len(next_sentence)
-    # Sentence starts, counted in tokens from the start of the cut filler.
-    cut = total - num_filler
-    boundaries = np.cumsum([0] + [len(s) for s in sentences]) - cut
-    boundaries = np.union1d([0], boundaries[boundaries >= 0])
+    filler, boundaries = _filler(tokenizer, num_filler)
     insert_at = int(boundaries[np.argmin(np.abs(boundaries - depth * num_filler))])
-    filler = np.concatenate(sentences + [np.zeros(0, np.int32)]).astype(np.int32)[cut:]
     token_ids = np.concatenate(
-        [filler[:insert_at], key_ids, filler[insert_at:], question_ids]
-    ).astype(np.int32)
-    return PasskeyPrompt(
+        [filler[:insert_at], key_ids, filler[insert_at:], question_ids, answer_ids]
+    ).astype(np.int32)  # [length + 1]
+    return PasskeySample(
         token_ids=token_ids,
         key=key,
         depth=insert_at / num_filler if num_filler else 0.0,
         key_start=insert_at,
+        answer_length=len(answer_ids),
     )
 
 
-def greedy_continuations(model, prompts, num_tokens, last_logits=None):
-    """Greedy decoding of `num_tokens` ids after each of `prompts` (int32
-    `[batch, length]`, equal lengths); returns int `[batch, num_tokens]`."""
-    last_logits = last_logits or last_logits_function(model)
-    tokens = np.asarray(prompts, dtype=np.int32)
-    generated = []
-    for _ in range(num_tokens):
-        next_ids = np.argmax(last_logits(tf.constant(tokens)).numpy(), axis=-1)
-        generated.append(next_ids.astype(np.int32))
-        tokens = np.concatenate([tokens, next_ids[:, None].astype(np.int32)], axis=1)
-    return np.stack(generated, axis=1)
+def training_samples(tokenizer, length, count, seed):
+    """`count` samples of `length + 1` tokens for training windows, int32
+    `[count, length + 1]` (sample `i` from seed `(seed, 1, length, i)`, apart
+    from the evaluation trials of `passkey_accuracy`)."""
+    count = checks.integer(count, "count", minimum=0)
+    rows = [
+        make_passkey_sample(tokenizer, length, seed=(seed, _TRAINING_STREAM, length, i)).token_ids
+        for i in range(count)
+    ]
+    return np.stack(rows) if rows else np.zeros((0, length + 1), np.int32)
 
 
-def passkey_accuracy(model, tokenizer, length, num_trials=10, seed=0, batch_size=8):
-    """Fraction of `num_trials` prompts of `length` tokens answered correctly.
+def answer_predictor(model):
+    """A traced function: int32 ids `[batch, length]` and an int32 scalar
+    `k` -> int32 `[batch, k]`, the model's argmax at the last `k` positions
+    (any batch and length, traced once)."""
 
-    Trial `i` uses the prompt of seed `(seed, length, i)`. The model reads the
-    whole prompt plus what it has generated (up to `length + digits` tokens).
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+            tf.TensorSpec([], tf.int32, name="answer_length"),
+        ],
+        reduce_retracing=True,
+    )
+    def predict(token_ids, answer_length):
+        logits = model(token_ids, training=False)[:, -answer_length:, :]  # [b, k, vocab]
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)  # [b, k]
+
+    return predict
+
+
+def passkey_accuracy(model, tokenizer, length, num_trials=100, seed=0, batch_size=8,
+                     predictor=None):
+    """Fraction of `num_trials` samples the model answers exactly.
+
+    Trial `i` uses the sample of seed `(seed, length, i)`; the model reads its
+    `length` tokens once, and a trial is correct when its argmax at every
+    answer position is the answer's token (see the module docstring).
+
+    Args:
+        model: a causal LM, int32 `[batch, length]` -> logits (unused when
+            `predictor` is given).
+        tokenizer: has `encode` and `decode`.
+        length: int, tokens the model reads per trial.
+        num_trials: int, samples scored.
+        seed: int, seeds the trials.
+        batch_size: int, samples per forward pass.
+        predictor: optional `answer_predictor(model)` to reuse its trace.
 
     Returns:
         dict with `length`, `accuracy`, `correct`, `trials`, `depths` (list),
-        `answers` (the decoded continuations) and `keys`.
+        `keys` and `answers` (the decoded predictions).
     """
     num_trials = checks.integer(num_trials, "num_trials", minimum=1)
     batch_size = checks.integer(batch_size, "batch_size", minimum=1)
-    prompts = [
-        make_passkey_prompt(tokenizer, length, seed=(seed, length, trial))
+    samples = [
+        make_passkey_sample(tokenizer, length, seed=(seed, length, trial))
         for trial in range(num_trials)
     ]
-    last_logits = last_logits_function(model)
-    answers = []
+    answer_length = samples[0].answer_length  # every key has NUM_DIGITS digits
+    predictor = predictor or answer_predictor(model)
+    predictions = []
     for first in range(0, num_trials, batch_size):
-        batch = prompts[first:first + batch_size]
-        num_tokens = max(len(tokenizer.encode(" " + p.key)) for p in batch)
-        generated = greedy_continuations(
-            model, np.stack([p.token_ids for p in batch]), num_tokens, last_logits
-        )
-        answers += [tokenizer.decode(row) for row in generated]
-    correct = [
-        answer.strip()[:len(p.key)] == p.key for p, answer in zip(prompts, answers)
-    ]
+        batch = np.stack([s.token_ids[:-1] for s in samples[first:first + batch_size]])
+        predictions.append(predictor(tf.constant(batch), tf.constant(answer_length)).numpy())
+    predictions = np.concatenate(predictions)  # [trials, answer_length]
+    answers = np.stack([s.token_ids[-answer_length:] for s in samples])
+    correct = np.all(predictions == answers, axis=1)
     return {
         "length": int(length),
         "accuracy": float(np.mean(correct)),
         "correct": int(np.sum(correct)),
         "trials": int(num_trials),
-        "depths": [round(p.depth, 4) for p in prompts],
-        "keys": [p.key for p in prompts],
-        "answers": answers,
+        "depths": [round(s.depth, 4) for s in samples],
+        "keys": [s.key for s in samples],
+        "answers": [tokenizer.decode(row) for row in predictions],
     }

@@ -41,6 +41,23 @@ def test_same_seed_same_windows_other_seed_other_windows():
     assert starts(0) != starts(1)
 
 
+def test_mixed_in_windows_take_the_end_of_every_batch():
+    stream = np.random.default_rng(2).integers(0, 200, size=400).astype(np.int32)
+    mixed_in = 1000 + np.arange(3 * 2 * 10, dtype=np.int32).reshape(6, 10)  # 2 per batch
+    batches = [(x.numpy(), y.numpy()) for x, y in
+               window_dataset(stream, 9, 5, 3, seed=4, mixed_in=mixed_in)]
+    # The stream windows are the first 3 of each batch of the unmixed reference.
+    expected = reference_batches(stream, 9, 5, 3, seed=4)
+    assert len(batches) == 3
+    for step, ((inputs, targets), (expected_inputs, expected_targets)) in enumerate(
+            zip(batches, expected)):
+        assert inputs.shape == targets.shape == (5, 9)
+        np.testing.assert_array_equal(inputs[:3], expected_inputs[:3])
+        np.testing.assert_array_equal(targets[:3], expected_targets[:3])
+        np.testing.assert_array_equal(inputs[3:], mixed_in[2 * step:2 * step + 2, :-1])
+        np.testing.assert_array_equal(targets[3:], mixed_in[2 * step:2 * step + 2, 1:])
+
+
 def test_shortest_stream_and_empty_dataset():
     stream = np.arange(6, dtype=np.int32)  # window_length + 2 tokens
     (inputs, targets), = list(window_dataset(stream, 4, 2, 1, seed=0))
@@ -58,6 +75,9 @@ def test_shortest_stream_and_empty_dataset():
         ({"batch_size": 2.0}, "`batch_size` must be an integer >= 1, got 2.0"),
         ({"steps": -1}, "`steps` must be an integer >= 0, got -1"),
         ({"seed": None}, "`seed` must be an integer, got None"),
+        ({"mixed_in": np.zeros((3, 5), np.int32)}, r"k \* steps windows .* got shape \(3, 5\)"),
+        ({"mixed_in": np.zeros((2, 6), np.int32)}, r"window_length \+ 1 = 5 tokens"),
+        ({"mixed_in": np.zeros((2, 5), np.int32), "steps": 1}, r"0 < k < batch_size=2"),
     ],
 )
 def test_bad_arguments(arguments, message):
