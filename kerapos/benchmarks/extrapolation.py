@@ -4,8 +4,11 @@ For every position scheme: train one byte-level causal LM on random windows of
 `train_length` tokens of the training documents, then measure perplexity and
 bits per byte on the TEST documents at each evaluation length with both
 protocols of `kerapos.metrics.perplexity` (rotary also with its inference-time
-scaling variants, learned also with its table interpolated), and optionally
-passkey retrieval at 1x..8x the training length. `run_benchmark` writes
+scaling variants, learned also with its table interpolated), and passkey
+retrieval (`kerapos.metrics.passkey`) of every scheme and variant at the same
+lengths. With `passkey_fraction` > 0 a fixed share of every training batch
+is passkey samples of the training length, so the models learn the task there
+and passkey accuracy past it measures their positions. `run_benchmark` writes
 results.json, results.md, extrapolation.png, TensorBoard logs, one `.keras`
 model per scheme, and SavedModel exports. The training itself is
 `kerapos.training.skeleton`.
@@ -43,26 +46,30 @@ from kerapos.utils import atomic
 
 DOCUMENT_SEPARATOR = "\n\n"
 EVAL_MULTIPLES = (1, 2, 4, 8, 16)
-PASSKEY_MULTIPLES = (1, 2, 4, 8)
 
-# Sizes per preset; explicit flags override them. "cpu": all 7 schemes in
-# about 30 minutes on 2 cores (measured ~0.17 s/step; under an hour even on a
-# loaded machine); "smoke": seconds, for tests.
+# Sizes per preset; explicit flags override them. "cpu": all schemes, variants
+# and passkey cells within an hour on 2 cores; "smoke": seconds, for tests.
+# Passkey training: a quarter of every batch, answers weighted 10x (on the cpu
+# preset 1/8 or 1/4 of the batch at weight 1 taught no scheme to retrieve in
+# 1,200 steps, 1/2 taught rotary only: 85/100 at 1x).
 PRESETS = {
     "smoke": dict(
         train_length=16, steps=4, batch_size=4, learning_rate=3e-3,
         num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
         dropout=0.0, max_eval_tokens=48, eval_batch_size=8, passkey_trials=2,
+        passkey_fraction=0.0, passkey_answer_weight=1.0,
     ),
     "cpu": dict(
         train_length=64, steps=1200, batch_size=32, learning_rate=2e-3,
         num_layers=2, hidden_dim=128, num_heads=4, intermediate_dim=512,
-        dropout=0.0, max_eval_tokens=16384, eval_batch_size=16, passkey_trials=10,
+        dropout=0.0, max_eval_tokens=16384, eval_batch_size=16, passkey_trials=100,
+        passkey_fraction=0.25, passkey_answer_weight=10.0,
     ),
     "gpu": dict(
         train_length=512, steps=20000, batch_size=32, learning_rate=6e-4,
         num_layers=6, hidden_dim=512, num_heads=8, intermediate_dim=2048,
-        dropout=0.0, max_eval_tokens=262144, eval_batch_size=8, passkey_trials=50,
+        dropout=0.0, max_eval_tokens=262144, eval_batch_size=8, passkey_trials=100,
+        passkey_fraction=0.25, passkey_answer_weight=10.0,
     ),
 }
 
@@ -101,8 +108,22 @@ class BenchmarkOptions(SweepOptions):
         "(slow) sliding evaluation.",
         minimum=0, allow_none=True,
     )
-    passkey: bool = option(True, "Also run passkey retrieval at 1x..8x `train_length`.")
-    passkey_trials: int = option(10, "Passkey prompts per length.", minimum=1)
+    passkey: bool = option(
+        True, "Also score passkey retrieval of every scheme and variant at each eval length."
+    )
+    passkey_trials: int = option(100, "Passkey samples per (scheme, variant, length).", minimum=1)
+    passkey_fraction: float = option(
+        0.0,
+        "Share of every training batch that is passkey samples of `train_length` tokens "
+        "(0: none), so the models can retrieve at the training length.",
+        minimum=0.0, below=1.0,
+    )
+    passkey_answer_weight: float = option(
+        1.0,
+        "Loss weight of the answer tokens of the passkey training samples (1: the plain LM "
+        "loss); more weight teaches retrieval in fewer steps.",
+        above=0.0,
+    )
     max_eval_tokens: int = option(
         16384, "Scored test tokens per (scheme, length, protocol), the same for all.", minimum=1
     )
@@ -146,6 +167,16 @@ class BenchmarkOptions(SweepOptions):
             if unknown:
                 yield (f"`position_configs`[{scheme!r}] has {unknown}; the {scheme} layer "
                        f"takes: {', '.join(accepted) or 'nothing'}.")
+        if self.passkey_fraction:
+            rows = passkey_rows_per_batch(self)
+            if not 0 < rows < self.batch_size:
+                yield (f"`passkey_fraction`={self.passkey_fraction} of `batch_size`="
+                       f"{self.batch_size} is {rows} passkey samples per batch; it must be "
+                       f"between 1 and {self.batch_size - 1}.")
+            shortest = passkey.minimum_length(ByteTokenizer())
+            if self.train_length < shortest:
+                yield (f"passkey samples need `train_length` >= {shortest}, got "
+                       f"{self.train_length}; set `passkey_fraction`=0 or train longer windows.")
         if self.export_scheme is not None and self.export_scheme not in self.schemes:
             yield (f"`export_scheme`={self.export_scheme!r} is not among `schemes` "
                    f"({', '.join(self.schemes)}).")
@@ -157,6 +188,11 @@ class BenchmarkOptions(SweepOptions):
         self.eval_lengths = tuple(sorted(set(self.eval_lengths)))
         if self.stride == 0:
             self.stride = None
+
+
+def passkey_rows_per_batch(options):
+    """Passkey samples in each training batch: `passkey_fraction` of it, rounded."""
+    return round(options.passkey_fraction * options.batch_size)
 
 
 def encode_documents(documents, tokenizer):
@@ -215,47 +251,6 @@ def _variant_key(variant, build_config, train_length, eval_length):
     return (variant, max(eval_length, table))
 
 
-def passkey_lengths(train_length, tokenizer):
-    """`(multiple, length)` pairs for 1x..8x the training length; lengths
-    below the shortest possible prompt are raised to it (duplicates dropped)."""
-    shortest = passkey.minimum_length(tokenizer)
-    pairs, seen = [], set()
-    for multiple in PASSKEY_MULTIPLES:
-        length = max(multiple * train_length, shortest)
-        if length not in seen:
-            seen.add(length)
-            pairs.append((multiple, length))
-    return pairs
-
-
-def passkey_scheme(options, scheme, model, build_config, tokenizer):
-    """Passkey records of one scheme (learned past its table: interpolated)."""
-    records = []
-    for multiple, length in passkey_lengths(options.train_length, tokenizer):
-        variant = "none"
-        evaluated = model
-        if (positions.scheme(scheme).bounded
-                and length + passkey.NUM_DIGITS + 1 > options.train_length):
-            variant = "interpolate"
-            evaluated = extrapolation.variant_model(
-                model, build_config, "interpolate", options.train_length,
-                length + passkey.NUM_DIGITS + 1,
-            )
-        result = passkey.passkey_accuracy(
-            evaluated, tokenizer, length, options.passkey_trials,
-            seed=options.seed, batch_size=options.eval_batch_size,
-        )
-        records.append({
-            "scheme": scheme, "variant": variant, "train_length": options.train_length,
-            "multiple": multiple, "length": length, "accuracy": result["accuracy"],
-            "correct": result["correct"], "trials": result["trials"],
-            "depths": result["depths"],
-        })
-        logging.info(f"  [{scheme}] passkey length {length}: {result['correct']}/"
-                     f"{result['trials']}")
-    return records
-
-
 def row_label(scheme, variant):
     return scheme if variant == "none" else f"{scheme}/{variant}"
 
@@ -312,17 +307,20 @@ def results_markdown(results, options):
             lines.append("")
     passkey_records = results.get("passkey") or []
     if passkey_records:
-        passkey_columns = sorted({r["length"] for r in passkey_records})
+        trials = sorted({r["trials"] for r in passkey_records})
+        by_cell = {(row_label(r["scheme"], r["variant"]), r["length"]): r
+                   for r in passkey_records}
         lines += ["## Passkey retrieval accuracy", "",
-                  "| scheme | " + " | ".join(f"{n} tokens" for n in passkey_columns) + " |",
-                  "|---|" + "---:|" * len(passkey_columns)]
-        for scheme in options.schemes:
-            cells = []
-            for length in passkey_columns:
-                match = [r for r in passkey_records
-                         if r["scheme"] == scheme and r["length"] == length]
-                cells.append(f"{match[0]['accuracy']:.2f}" if match else "-")
-            lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
+                  f"Exact-match retrieval of a 5-digit key hidden at a random depth, "
+                  f"{'/'.join(map(str, trials))} samples per cell (`kerapos.metrics.passkey`); "
+                  f"{options.passkey_fraction:.1%} of every training batch was passkey "
+                  f"samples of {options.train_length} tokens.", "",
+                  "| scheme | " + " | ".join(f"L={n}" for n in lengths) + " |",
+                  "|---|" + "---:|" * len(lengths)]
+        for label in _row_labels(passkey_records):
+            cells = [f"{by_cell[(label, n)]['accuracy']:.2f}" if (label, n) in by_cell else "-"
+                     for n in lengths]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -391,6 +389,12 @@ class _BenchmarkTask(skeleton.SchemeSweep):
         self.tokenizer = tokenizer = ByteTokenizer()
         corpus = load_corpus(options.corpus, seed=options.seed)
         self.stream = training_stream(corpus.train, tokenizer)
+        rows = passkey_rows_per_batch(options)
+        self.passkey_windows = (
+            passkey.training_samples(tokenizer, options.train_length, rows * options.steps,
+                                     options.seed)
+            if rows else None
+        )  # [steps * rows, train_length + 1]
         self.test_documents = test_documents = encode_documents(corpus.test, tokenizer)
         logging.info(f"corpus {options.corpus}: {self.stream.size:,} training bytes, test "
                      f"documents {[d.name for d in corpus.test]} "
@@ -422,13 +426,27 @@ class _BenchmarkTask(skeleton.SchemeSweep):
 
     def build_inputs(self, context, scheme):
         options = self.options
+        train = window_dataset(self.stream, options.train_length, options.batch_size,
+                               options.steps, options.seed, mixed_in=self.passkey_windows)
+        if self.passkey_windows is not None and options.passkey_answer_weight != 1.0:
+            weights = self.token_weights()  # [batch, train_length]
+            train = train.map(lambda inputs, targets: (inputs, targets, weights))
         return skeleton.Inputs(
-            train=window_dataset(
-                self.stream, options.train_length, options.batch_size, options.steps, options.seed
-            ),
+            train=train,
             steps_per_epoch=options.steps,
             stream=True,
         )
+
+    def token_weights(self):
+        """Per-token loss weights of a training batch: 1, and
+        `passkey_answer_weight` on the answer targets of its passkey rows (the
+        last rows of every batch, their answer the last targets)."""
+        options = self.options
+        weights = np.ones((options.batch_size, options.train_length), np.float32)
+        answer_length = len(self.tokenizer.encode(passkey.ANSWER.format(key="0" * passkey.NUM_DIGITS)))
+        weights[options.batch_size - passkey_rows_per_batch(options):, -answer_length:] = (
+            options.passkey_answer_weight)
+        return tf.constant(weights)
 
     def compile_arguments(self):
         return dict(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -441,44 +459,46 @@ class _BenchmarkTask(skeleton.SchemeSweep):
         return [(length, length) for length in self.options.eval_lengths]
 
     def evaluate(self, context, trained):
-        """Perplexity records at every length, variant and protocol, then passkey."""
+        """Perplexity and passkey records at every length, variant and protocol."""
         logging.info(f"== {trained.name}: evaluating")
-        self.scorers = {}  # one traced scorer per distinct model
+        self.scorers = {}  # one traced (scorer, passkey predictor) per distinct model
         self.writer = tf.summary.create_file_writer(str(context.log_dir(trained.name) / "eval"))
         by_length = super().evaluate(context, trained)
         self.writer.flush()
         self.evaluated = time.time()
-        records = [record for records in by_length.values() for record in records]
-        passkey_records = (
-            passkey_scheme(self.options, trained.name, trained.model, self.build_config,
-                           self.tokenizer)
-            if self.options.passkey else []
-        )
-        return {"results": records, "passkey": passkey_records}
+        return {
+            kind: [record for records in by_length.values() for record in records[kind]]
+            for kind in ("results", "passkey")
+        }
 
     def evaluate_length(self, context, trained, key, eval_length):
-        """The records of every variant and protocol at `eval_length` (see
-        the module docstring of `kerapos.metrics.perplexity`)."""
-        options, scheme, records = self.options, trained.name, []
+        """The perplexity records of every variant and protocol at
+        `eval_length` (see the module docstring of `kerapos.metrics.perplexity`),
+        and the passkey records of every variant there."""
+        options, scheme = self.options, trained.name
+        records = {"results": [], "passkey": []}
         for variant in extrapolation.variants_for(scheme, options.rotary_variants):
             model_key = _variant_key(variant, self.build_config, options.train_length, eval_length)
             if model_key not in self.scorers:
                 evaluated = extrapolation.variant_model(
                     trained.model, self.build_config, variant, options.train_length, eval_length
                 )
-                self.scorers[model_key] = (
-                    None if evaluated is None else extrapolation.make_scorer(evaluated)
+                self.scorers[model_key] = None if evaluated is None else (
+                    extrapolation.make_scorer(evaluated), passkey.answer_predictor(evaluated)
                 )
-            scorer = self.scorers[model_key]
-            if scorer is None:  # a bounded table (learned) past its end, not grown
+            if self.scorers[model_key] is None:  # a bounded table (learned) past its end
                 continue
+            scorer, predictor = self.scorers[model_key]
+            if options.passkey and eval_length >= passkey.minimum_length(self.tokenizer):
+                records["passkey"].append(
+                    self.passkey_record(scheme, variant, eval_length, predictor))
             for protocol in extrapolation.PROTOCOLS:
                 result = extrapolation.evaluate_documents(
                     scorer, self.test_documents, eval_length, protocol,
                     stride=options.stride, max_eval_tokens=options.max_eval_tokens,
                     batch_size=options.eval_batch_size,
                 )
-                records.append({
+                records["results"].append({
                     "scheme": scheme, "variant": variant, "protocol": protocol,
                     "train_length": options.train_length, "eval_length": eval_length,
                     "perplexity": result["perplexity"],
@@ -493,6 +513,24 @@ class _BenchmarkTask(skeleton.SchemeSweep):
                 logging.info(f"  [{scheme}] L={eval_length:<6d} {variant:<11s} {protocol:<14s} "
                              f"ppl {result['perplexity']:8.3f}  bpb {result['bits_per_byte']:.4f}")
         return records
+
+    def passkey_record(self, scheme, variant, length, predictor):
+        """Passkey accuracy of one (scheme, variant) model at `length`."""
+        options = self.options
+        result = passkey.passkey_accuracy(
+            None, self.tokenizer, length, options.passkey_trials, seed=options.seed,
+            batch_size=options.eval_batch_size, predictor=predictor,
+        )
+        with self.writer.as_default():
+            tf.summary.scalar(f"passkey/accuracy_{variant}", result["accuracy"], step=length)
+        logging.info(f"  [{scheme}] L={length:<6d} {variant:<11s} passkey        "
+                     f"{result['correct']}/{result['trials']}")
+        return {
+            "scheme": scheme, "variant": variant, "train_length": options.train_length,
+            "length": length, "multiple": length / options.train_length,
+            "accuracy": result["accuracy"], "correct": result["correct"],
+            "trials": result["trials"], "depths": result["depths"],
+        }
 
     def export(self, context, trained):
         options, scheme = self.options, trained.name
@@ -519,8 +557,12 @@ class _BenchmarkTask(skeleton.SchemeSweep):
         results["passkey"] += scores["passkey"]
         if "saved_model" in exports:
             results["exports"][scheme] = str(exports["saved_model"])
+        train_s = trained.finished - trained.started
         results["timings"][scheme] = {
-            "train_s": round(trained.finished - trained.started, 2),
+            "train_s": round(train_s, 2),
+            "train_tokens_per_s": round(
+                self.options.steps * self.options.batch_size * self.options.train_length
+                / trained.fit_seconds, 1),
             "eval_s": round(self.evaluated - trained.finished, 2),
             "total_s": round(time.time() - trained.started, 2),
         }

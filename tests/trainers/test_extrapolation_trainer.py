@@ -3,6 +3,7 @@ outputs, the export reloaded with TensorFlow only, determinism, bad flags."""
 
 import json
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,8 @@ from kerapos import positions
 from kerapos.benchmarks.extrapolation import PRESETS
 from kerapos.benchmarks.extrapolation import BenchmarkOptions
 from kerapos.benchmarks.extrapolation import run_benchmark
+from kerapos.data.byte_tokenizer import ByteTokenizer
+from kerapos.metrics import passkey
 from kerapos.positions import ROTARY_VARIANTS
 from tests.trainers.corpus import write_corpus
 
@@ -74,8 +77,15 @@ def test_results_json_records(smoke_run):
     assert {r["tokens"] for r in records} == {results["data"]["eval_tokens_per_cell"]}
     assert results["options"]["preset"] == "smoke"
     assert set(results["timings"]) >= set(positions.available())
-    assert {p["scheme"] for p in results["passkey"]} == set(positions.available())
-    assert all(0 <= p["accuracy"] <= 1 for p in results["passkey"])
+    # Passkey at every eval length a sample fits in (>= 33 tokens), every variant.
+    shortest = passkey.minimum_length(ByteTokenizer())
+    cells = {(r["scheme"], r["variant"], r["eval_length"]) for r in records
+             if r["eval_length"] >= shortest}
+    assert {(p["scheme"], p["variant"], p["length"]) for p in results["passkey"]} == cells
+    assert all(0 <= p["accuracy"] <= 1 and p["trials"] == PRESETS["smoke"]["passkey_trials"]
+               for p in results["passkey"])
+    for scheme in positions.available():
+        assert results["timings"][scheme]["train_tokens_per_s"] > 0
     assert list(results["exports"]) == ["rotary"]
 
 
@@ -84,7 +94,8 @@ def test_results_markdown_has_a_row_per_scheme(smoke_run):
     markdown = (root / "run" / "results.md").read_text()
     assert markdown.count("## Perplexity, ") == 2
     for scheme in positions.available():
-        assert markdown.count(f"\n| {scheme} |") == 5  # 4 metric tables + passkey
+        # 4 metric tables + passkey (learned's plain table is too short for a sample)
+        assert markdown.count(f"\n| {scheme} |") == (4 if scheme == "learned" else 5)
     for variant in ROTARY_VARIANTS:
         assert f"\n| rotary/{variant} |" in markdown
     assert "\n| learned/interpolate |" in markdown
@@ -145,6 +156,46 @@ def test_same_seed_same_numbers(tmp_path):
         r["perplexity"] for r in second["results"]]
 
 
+def test_passkey_samples_in_training_and_every_variant_scored(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", words_per_line=150)
+    options = BenchmarkOptions(
+        schemes=("learned", "rotary"), rotary_variants=("rerope",), corpus=str(corpus),
+        train_length=34, eval_lengths=(34, 68), steps=2, batch_size=4, num_layers=1,
+        hidden_dim=8, num_heads=2, intermediate_dim=16, max_eval_tokens=16, passkey_trials=3,
+        passkey_fraction=0.5, export=False, output_dir=str(tmp_path / "run"),
+        deterministic=False)
+    results = run_benchmark(options)
+    cells = {(p["scheme"], p["variant"], p["length"]): p for p in results["passkey"]}
+    assert set(cells) == {("learned", "none", 34), ("learned", "interpolate", 34),
+                          ("learned", "interpolate", 68),
+                          ("rotary", "none", 34), ("rotary", "none", 68),
+                          ("rotary", "rerope", 34), ("rotary", "rerope", 68)}
+    assert cells[("rotary", "none", 68)]["multiple"] == 2.0
+    markdown = (tmp_path / "run" / "results.md").read_text()
+    assert "50.0% of every training batch was passkey samples of 34 tokens" in markdown
+    assert "\n| rotary/rerope | " in markdown.split("## Passkey")[1]
+
+
+def test_passkey_rows_end_every_batch_with_weighted_answers(tmp_path):
+    from kerapos.benchmarks.extrapolation import _BenchmarkTask
+
+    corpus = write_corpus(tmp_path / "corpus", words_per_line=150)
+    task = _BenchmarkTask(BenchmarkOptions(
+        corpus=str(corpus), train_length=40, steps=3, batch_size=4, passkey_fraction=0.5,
+        passkey_answer_weight=5.0, output_dir=str(tmp_path / "run")).validate())
+    task.prepare(None)
+    batches = list(task.build_inputs(None, "alibi").train)
+    assert len(batches) == 3
+    tokenizer = ByteTokenizer()
+    for inputs, targets, weights in batches:
+        expected = np.ones((4, 40), np.float32)
+        expected[2:, -6:] = 5.0  # the answer (space + 5 digits) of the two passkey rows
+        np.testing.assert_array_equal(weights.numpy(), expected)
+        for row in targets.numpy()[2:]:
+            assert re.fullmatch(r".*key is (\d{5})\. .*The key is \1", tokenizer.decode(row))
+        assert "The key is" not in tokenizer.decode(inputs.numpy()[0])
+
+
 BAD_FLAGS = [
     (["--schemes=rotary,rope"], "--schemes[1] must be one of 'none', 'sinusoidal', "),
     (["--eval_lengths=16,0"], "--eval_lengths[1] must be an integer >= 1, got 0"),
@@ -155,6 +206,9 @@ BAD_FLAGS = [
     (["--schemes=t5", '--position_configs={{"t5": {{"max_dist": 16}}}}'],
      "--position_configs['t5'] has ['max_dist']; the t5 layer takes: "),
     (["--position_configs=[16]"], "--position_configs must be a JSON object"),
+    (["--passkey_fraction=0.125"], "passkey samples need --train_length >= 33, got 16"),
+    (["--passkey_fraction=0.1"], "--passkey_fraction=0.1 of --batch_size=4 is 0 passkey samples"),
+    (["--passkey_fraction=1"], "--passkey_fraction must be a number >= 0.0 and < 1.0, got 1.0"),
 ]
 
 

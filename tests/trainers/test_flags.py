@@ -30,14 +30,19 @@ from kerapos.training.options import specs
 BEFORE = json.loads((pathlib.Path(__file__).parent / "flags_before_redesign.json").read_text())
 # What the redesign changed on purpose: every trainer's AdamW weight decay is
 # a flag now, extrapolation's --epochs was never read, and shared options
-# have one help text.
+# have one help text. Passkey (issue 13) trains on passkey samples and scores
+# every variant at every eval length, 100 samples per cell.
 ADDED = {"trainers/train_classifier.py": {"weight_decay"}, "trainers/pretrain_mlm.py": {"weight_decay"},
-         "trainers/extrapolation.py": {"weight_decay"}, "trainers/finetune_bert.py": set()}
+         "trainers/extrapolation.py": {"weight_decay", "passkey_fraction", "passkey_answer_weight"},
+         "trainers/finetune_bert.py": set()}
 REMOVED = {"trainers/extrapolation.py": {"epochs"}}
 REWORDED = {
     ("trainers/train_classifier.py", "hidden_dim"): "Model width.",
     ("trainers/pretrain_mlm.py", "warmup_fraction"): "Fraction of steps spent warming the learning rate up.",
     ("trainers/extrapolation.py", "warmup_fraction"): "Fraction of steps spent warming the learning rate up.",
+    ("trainers/extrapolation.py", "passkey"): (
+        "Also score passkey retrieval of every scheme and variant at each eval length."),
+    ("trainers/extrapolation.py", "passkey_trials"): "Passkey samples per (scheme, variant, length).",
     ("trainers/pretrain_mlm.py", "corpus"): (
         "'gutenberg' (offline), 'pg19', a directory of .txt files, or comma-separated .txt "
         "files (split by whole document)."),
