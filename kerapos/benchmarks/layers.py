@@ -4,11 +4,14 @@
 
 For every kerapos layer with a keras-hub counterpart, and for
 `PositionalMultiHeadAttention` under each scheme against
-`keras.layers.MultiHeadAttention`, one step = forward, sum, gradients w.r.t.
+`keras.layers.MultiHeadAttention` (rotary also with each inference-time
+context-extension method, its windows those the extrapolation benchmark uses
+for a model trained at a quarter of `--seq`), one step = forward, sum, gradients w.r.t.
 inputs and weights, inside one `tf.function` (XLA off and on). Candidates are
 timed round-robin in the same process (so machine load affects all alike)
 and the median of `--repeats` steps is reported with the ratio to the
-baseline measured in the same run. Writes results.json and results.md.
+baseline measured in the same run, beside the machine's measured matmul
+GFLOP/s. Writes results.json and results.md.
 """
 
 import json
@@ -31,6 +34,8 @@ from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding
 from kerapos.layers.positional_attention import PositionalMultiHeadAttention
 from kerapos.layers.positional_encoding import PositionalEncoding
 from kerapos.layers.rotary_embedding import RotaryEmbedding
+from kerapos.metrics.perplexity import CONTEXT_EXTENSION_VARIANTS
+from kerapos.metrics.perplexity import context_extension_defaults
 from kerapos.training import runtime
 from kerapos.utils import atomic
 
@@ -85,10 +90,15 @@ def _candidates(batch, seq, heads, head_dim):
     }
     plain = keras.layers.MultiHeadAttention(heads, head_dim)
     attention = [("keras MultiHeadAttention", lambda t: plain(t, t), [x], [plain])]
-    for position in ("none", *positions.available("attention")):
-        layer = PositionalMultiHeadAttention(heads, head_dim, position=position)
+    variants = [(position, None) for position in ("none", *positions.available("attention"))]
+    variants += [("rotary", variant) for variant in CONTEXT_EXTENSION_VARIANTS]
+    for position, variant in variants:
+        extension = variant and context_extension_defaults(variant, max(2, seq // 4), seq)
+        layer = PositionalMultiHeadAttention(heads, head_dim, position=position,
+                                             context_extension=extension)
+        label = position if variant is None else f"{position}/{variant}"
         attention.append(
-            (f"kerapos attention ({position})", lambda t, layer=layer: layer(t, t), [x], [layer])
+            (f"kerapos attention ({label})", lambda t, layer=layer: layer(t, t), [x], [layer])
         )
     groups["attention"] = attention
     return groups
@@ -126,11 +136,14 @@ def measure(batch, seq, heads, head_dim, repeats, report=logging.info):
     return rows
 
 
-def _markdown(rows, shape):
+def _markdown(rows, shape, machine):
     lines = [
         f"Forward+backward step, batch {shape['batch']}, seq {shape['seq']}, "
         f"{shape['heads']} heads x {shape['head_dim']}; median of {shape['repeats']} "
-        f"round-robin steps; ratio = candidate / first row of its group.",
+        f"round-robin steps; ratio = candidate / first row of its group. Machine: "
+        f"{machine['device']}, float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s. "
+        f"`rotary/<method>`: `context_extension` with the extrapolation benchmark's "
+        f"defaults for a model trained at {max(2, shape['seq'] // 4)} tokens.",
         "",
         "| group | candidate | XLA off (ms) | ratio | XLA on (ms) | ratio |",
         "|---|---|---:|---:|---:|---:|",
@@ -152,11 +165,13 @@ def main(argv):
     del argv
     shape = dict(batch=FLAGS.batch, seq=FLAGS.seq, heads=FLAGS.heads,
                  head_dim=FLAGS.head_dim, repeats=FLAGS.repeats)
+    machine = {"device": runtime.device_description(), "matmul_gflops": runtime.matmul_gflops()}
+    print(f"{machine['device']}: float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s", flush=True)
     rows = measure(**shape, report=lambda line: print(line, flush=True))
     output_dir = pathlib.Path(FLAGS.output_dir)
     payload = {
         "shape": shape,
-        "device": runtime.device_description(),
+        **machine,
         "platform": platform.platform(),
         "tensorflow": tf.__version__, "keras": keras.__version__,
         "keras_hub": keras_hub.__version__,
@@ -164,7 +179,7 @@ def main(argv):
     }
     # Keys in the order written above (atomic.write_json would sort them).
     atomic.write_text(output_dir / "results.json", json.dumps(payload, indent=2) + "\n")
-    atomic.write_text(output_dir / "results.md", _markdown(rows, shape))
+    atomic.write_text(output_dir / "results.md", _markdown(rows, shape, machine))
     print(f"wrote {output_dir / 'results.json'} and {output_dir / 'results.md'}")
 
 

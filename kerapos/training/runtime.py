@@ -42,6 +42,26 @@ def device_description():
     return f"CPU ({os.cpu_count()} cores)"
 
 
+def matmul_gflops(size=1024, repeats=10):
+    """The machine's measured float32 matmul speed in GFLOP/s (TensorFlow, the
+    median of `repeats` `[size, size] @ [size, size]` products after a warm-up),
+    printed beside absolute times so that runs on other machines compare."""
+    import statistics
+    import time
+
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal((size, size), seed=(0, 1))
+    b = tf.random.stateless_normal((size, size), seed=(0, 2))
+    tf.matmul(a, b).numpy()  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        tf.matmul(a, b).numpy()
+        seconds.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(seconds) / 1e9
+
+
 def fit_verbosity():
     """Keras `verbose`: the progress bar on a terminal, one line per epoch in
     logs and CI (a progress bar there is thousands of carriage returns)."""
