@@ -38,6 +38,23 @@ def test_future_tokens_do_not_change_earlier_log_probs(position):
     assert np.abs(before[:, 7:] - after[:, 7:]).max() > 1e-4
 
 
+@pytest.mark.parametrize("variant", positions.ROTARY_VARIANTS)
+def test_rotary_variants_are_causal_past_their_windows(variant):
+    """Every inference-time variant, scored at 3x a training length of 8
+    (RoPE scaling, log-n, and each context-extension method past its window)."""
+    from kerapos.metrics.perplexity import variant_model
+
+    keras.utils.set_random_seed(1)
+    config = _config("rotary")
+    model = variant_model(build_causal_lm(**config), config, variant, 8, 24)
+    ids = np.random.default_rng(0).integers(0, 40, size=(2, 24))
+    changed = ids.copy()
+    changed[:, 17:] = (changed[:, 17:] + 5) % 40
+    before, after = _log_probs(model, ids), _log_probs(model, changed)
+    np.testing.assert_allclose(before[:, :17], after[:, :17], atol=1e-5)
+    assert np.abs(before[:, 17:] - after[:, 17:]).max() > 1e-4
+
+
 def test_logits_are_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
