@@ -22,9 +22,13 @@ writer.write_saved_model(
 )  # -> saved_models/lengths/1
 ```
 
-Files TF Serving reads beside the graph (`assets.extra/`, e.g. the warmup
-requests `assets.extra/tf_serving_warmup_requests`) are written by the
-`assets_extra` writers before the version appears.
+Files TF Serving reads beside the graph (`assets.extra/`) are written by the
+`assets_extra` writers before the version appears. Every export with a text
+signature gets TF Serving warmup requests for it
+(`assets.extra/tf_serving_warmup_requests`, `kerapos.export.warmup`), and
+the warmup file is replayed against the written SavedModel before the
+version appears: an export whose warmup fails is refused, and nothing is
+left under the base path.
 """
 
 import dataclasses
@@ -36,6 +40,8 @@ from collections.abc import Callable
 
 import keras
 import tensorflow as tf
+
+from kerapos.export import warmup
 
 # The raw-text input of every kerapos serving signature: a batch of strings.
 TEXT_SIGNATURE = (tf.TensorSpec([None], tf.string, name="text"),)
@@ -119,7 +125,7 @@ def _check_asset_names(assets_extra):
             )
 
 
-def write_saved_model(base_path, endpoints, track=(), assets_extra=None):
+def write_saved_model(base_path, endpoints, track=(), assets_extra=None, warmup_requests=True):
     """Writes the next version of a SavedModel under `base_path`.
 
     Args:
@@ -131,12 +137,25 @@ def write_saved_model(base_path, endpoints, track=(), assets_extra=None):
         assets_extra: optional dict file name -> `write(path)`: each callable
             writes its file at `path`, `<version>/assets.extra/<name>`, after
             the graph is written and before the version appears.
+        warmup_requests: write TF Serving warmup requests for every endpoint
+            with the text signature (unless `assets_extra` writes its own
+            `tf_serving_warmup_requests`). The warmup file, whoever wrote
+            it, is replayed against the SavedModel before the version appears.
 
     Returns:
         `pathlib.Path` of the version directory written.
+
+    Raises:
+        ValueError: a warmup request failed on the written SavedModel (the
+            version is not written).
     """
     assets_extra = dict(assets_extra or {})
     _check_asset_names(assets_extra)
+    text_endpoints = [name for name, endpoint in endpoints.items()
+                      if tuple(endpoint.input_signature) == TEXT_SIGNATURE]
+    if warmup_requests and text_endpoints and warmup.WARMUP_FILE not in assets_extra:
+        requests = [request for name in text_endpoints for request in warmup.text_requests(name)]
+        assets_extra[warmup.WARMUP_FILE] = lambda path: warmup.write_requests(path, requests)
 
     def write(directory):
         archive = keras.export.ExportArchive()
@@ -151,5 +170,12 @@ def write_saved_model(base_path, endpoints, track=(), assets_extra=None):
             asset_path = pathlib.Path(directory) / ASSETS_EXTRA / name
             asset_path.parent.mkdir(exist_ok=True)
             write_asset(asset_path)
+        warmup_path = pathlib.Path(directory) / ASSETS_EXTRA / warmup.WARMUP_FILE
+        if warmup_path.is_file():
+            try:
+                warmup.replay(tf.saved_model.load(directory), warmup.read_requests(warmup_path))
+            except ValueError as error:
+                raise ValueError(f"The export to {base_path} was refused, nothing was written: "
+                                 f"its TF Serving {error}") from error
 
     return write_new_version(base_path, write)

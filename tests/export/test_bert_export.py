@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_warmup_replays
 
 from kerapos.checkpoints.bert import default_checkpoint
 from kerapos.checkpoints.bert import load_bert_checkpoint
@@ -158,3 +159,4 @@ def test_token_classifier_export_matches_python_reference(untrained_token_classi
         "words": tf.string, "labels": tf.string, "label_ids": tf.int64,
         "start_offsets": tf.int64, "end_offsets": tf.int64, "word_count": tf.int64,
     }
+    assert_warmup_replays(path, output_names=tuple(empty))

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_warmup_replays
 
 from kerapos.data.byte_tokenizer import ByteTokenizer
 from kerapos.export import export_text_classifier
@@ -59,6 +60,7 @@ def test_text_classifier_export(tmp_path):
 
     empty = serve(text=tf.constant([], tf.string))
     assert empty["probabilities"].shape == (0, 2) and empty["class_id"].shape == (0,)
+    assert_warmup_replays(path, output_names=("probabilities", "class_id"))
     assert export_text_classifier(vectorizer, model, tmp_path / "clf", max_length).name == "2"
 
 
@@ -93,6 +95,7 @@ def test_language_model_export(tiny_language_model, tmp_path):
     np.testing.assert_allclose(served["top_k_probabilities"].numpy(), probabilities, atol=1e-6)
     assert served["top_k_tokens"].numpy().tolist() == [[bytes([i]) for i in row] for row in ids]
     assert serve(text=tf.constant([], tf.string))["top_k_ids"].shape == (0, top_k)
+    assert_warmup_replays(path, output_names=("top_k_ids", "top_k_tokens", "top_k_probabilities"))
 
 
 @pytest.mark.parametrize(

@@ -76,15 +76,15 @@ def _endpoints(dense):
 
 
 def test_endpoints_tracked_layers_and_assets_extra(dense, tmp_path):
-    def write_warmup(path):
-        path.write_bytes(b"warmup records")
+    def write_notes(path):
+        path.write_bytes(b"notes")
 
     version = writer.write_saved_model(
         tmp_path / "model", _endpoints(dense), track=(dense,),
-        assets_extra={"tf_serving_warmup_requests": write_warmup},
+        assets_extra={"notes.txt": write_notes},
     )
     assert version == tmp_path / "model" / "1"
-    assert (version / "assets.extra" / "tf_serving_warmup_requests").read_bytes() == b"warmup records"
+    assert (version / "assets.extra" / "notes.txt").read_bytes() == b"notes"
     assert [p.name for p in (tmp_path / "model").iterdir()] == ["1"]  # no staging left
 
     loaded = tf.saved_model.load(str(version))
