@@ -42,3 +42,12 @@ if os.environ["KERAS_BACKEND"] == "tensorflow":
 
         _tf.config.list_physical_devices()
         _tf.get_logger().setLevel("ERROR")
+
+# Every serialisable class registers when the package is imported, so
+# `keras.saving.load_model(path, safe_mode=True)` reads any `.keras` file
+# kerapos writes (classifiers, BERT tasks, language models) after
+# `import kerapos` alone. The BERT backbone needs keras-hub (TensorFlow).
+from kerapos import layers as _layers  # noqa: E402, F401
+
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    from kerapos.models import bert_encoder as _bert_encoder  # noqa: E402, F401

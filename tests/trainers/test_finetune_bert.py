@@ -19,6 +19,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import FIXTURE
+from helpers import assert_warmup_replays
+from helpers import keras_file_summary
+from helpers import keras_files_in_fresh_process
 from helpers import run_python
 from helpers import run_python_together
 from helpers import run_script_cases
@@ -136,6 +139,11 @@ def test_token_classification_results_json(token_run):
     )
 
 
+def test_keras_files_load_after_import_kerapos_alone(classification_run, token_run):
+    paths = [run[0] / "run" / "model.keras" for run in (classification_run, token_run)]
+    assert keras_files_in_fresh_process(paths) == [keras_file_summary(p) for p in paths]
+
+
 def test_gradient_accumulation_reaches_the_optimizer(token_run, classification_run):
     def optimizer_config(root):
         with zipfile.ZipFile(root / "run" / "model.keras") as archive:
@@ -209,6 +217,11 @@ def served(runs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_bert_checkpoint(default_checkpoint())[1]
+
+
+def test_exports_carry_warmup_requests_that_replay(runs, served):
+    for name, run in runs.items():
+        assert_warmup_replays(run[2]["export"], output_names=tuple(served[name]))
 
 
 def test_classifier_export_in_fresh_process_matches_keras_model(classification_run, served, tokenizer):

@@ -21,6 +21,8 @@ import pytest
 import tensorflow as tf
 from helpers import FIXTURE
 from helpers import REPO_ROOT
+from helpers import keras_file_summary
+from helpers import keras_files_in_fresh_process
 from helpers import run_python
 from helpers import run_script_cases
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -149,6 +151,12 @@ def test_export_in_fresh_process_matches_keras_model(cli_run, tmp_path):
     keras_model = keras.saving.load_model(str(root / "run" / "classifier.keras"))
     expected = np.asarray(keras_model(np.array(TEXTS)))
     np.testing.assert_allclose(probabilities[: len(TEXTS)], expected, atol=1e-5)
+
+
+def test_keras_file_loads_after_import_kerapos_alone(cli_run):
+    root, _ = cli_run
+    path = root / "run" / "classifier.keras"
+    assert keras_files_in_fresh_process([path]) == [keras_file_summary(path)]
 
 
 def test_second_export_gets_version_2_and_mirrored_strategy_runs(cli_run, tmp_path):
