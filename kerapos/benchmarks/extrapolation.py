@@ -38,6 +38,7 @@ from kerapos.export.language_model import export_language_model
 from kerapos.metrics import passkey
 from kerapos.metrics import perplexity as extrapolation
 from kerapos.models.causal_lm import build_causal_lm
+from kerapos.training import runtime
 from kerapos.training import skeleton
 from kerapos.training.options import SweepOptions
 from kerapos.training.options import option
@@ -322,6 +323,19 @@ def results_markdown(results, options):
                      for n in lengths]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+    trained = [scheme for scheme in options.schemes if scheme in results.get("timings", {})]
+    if trained:
+        machine = results.get("machine") or {}
+        lines += ["## Training throughput", "",
+                  f"{machine.get('device', 'unknown machine')}, float32 matmul "
+                  f"{machine.get('matmul_gflops', float('nan')):.0f} GFLOP/s; tokens/s over "
+                  "the whole fit (tracing included).", "",
+                  "| scheme | tokens/s | train s | eval s |", "|---|---:|---:|---:|"]
+        for scheme in trained:
+            timing = results["timings"][scheme]
+            lines.append(f"| {scheme} | {timing['train_tokens_per_s']:.0f} | "
+                         f"{timing['train_s']:.0f} | {timing['eval_s']:.0f} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -412,6 +426,8 @@ class _BenchmarkTask(skeleton.SchemeSweep):
                     for t in test_documents
                 )),
             },
+            "machine": {"device": runtime.device_description(),
+                        "matmul_gflops": round(runtime.matmul_gflops(), 1)},
             "timings": {},
             "training": {},
             "exports": {},

@@ -11,6 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 from helpers import REPO_ROOT
+from helpers import keras_file_summary
+from helpers import keras_files_in_fresh_process
 from helpers import run_python
 from helpers import run_script_cases
 
@@ -55,6 +57,12 @@ def test_cli_prints_progress_and_writes_files(smoke_run):
         assert list((run / "logs" / scheme / "eval").glob("events.out.tfevents.*"))
 
 
+def test_keras_files_load_after_import_kerapos_alone(smoke_run):
+    root, _ = smoke_run
+    paths = [root / "run" / "models" / f"{scheme}.keras" for scheme in positions.available()]
+    assert keras_files_in_fresh_process(paths) == [keras_file_summary(p) for p in paths]
+
+
 def test_results_json_records(smoke_run):
     root, _ = smoke_run
     results = json.loads((root / "run" / "results.json").read_text())
@@ -86,6 +94,7 @@ def test_results_json_records(smoke_run):
                for p in results["passkey"])
     for scheme in positions.available():
         assert results["timings"][scheme]["train_tokens_per_s"] > 0
+    assert results["machine"]["matmul_gflops"] > 0 and results["machine"]["device"]
     assert list(results["exports"]) == ["rotary"]
 
 
@@ -95,7 +104,9 @@ def test_results_markdown_has_a_row_per_scheme(smoke_run):
     assert markdown.count("## Perplexity, ") == 2
     for scheme in positions.available():
         # 4 metric tables + passkey (learned's plain table is too short for a sample)
-        assert markdown.count(f"\n| {scheme} |") == (4 if scheme == "learned" else 5)
+        # + training throughput
+        assert markdown.count(f"\n| {scheme} |") == (5 if scheme == "learned" else 6)
+    assert "## Training throughput" in markdown and "GFLOP/s" in markdown
     for variant in ROTARY_VARIANTS:
         assert f"\n| rotary/{variant} |" in markdown
     assert "\n| learned/interpolate |" in markdown
