@@ -24,11 +24,14 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
       by their positions (`RotaryEmbedding`; with xPos, queries with
       `is_key=False` and keys with `is_key=True`), then attention proceeds as
       usual.
-    * `"alibi"` / `"t5"`: a `[1, num_heads, query_length, key_length]` bias
-      (`ALiBiBias` / `RelativePositionBias`) is added to the logits before the
-      softmax. ALiBi defaults to `causal=True`, the paper's one-sided bias,
-      which is only right together with a causal mask (`use_causal_mask=True`);
-      encoders should pass `position_config={"causal": False}`.
+    * `"alibi"` / `"t5"` / `"fire"` / `"kerple"` (every scheme whose layer is
+      an `AttentionBias`): a `[1, num_heads, query_length, key_length]` bias
+      (`ALiBiBias` / `RelativePositionBias` / `FireBias` / `KerpleBias`) is
+      added to the logits before the softmax. ALiBi and FIRE default to
+      `causal=True`, one-sided forms which are only right together with a
+      causal mask (`use_causal_mask=True`); encoders should pass
+      `position_config={"causal": False}` (`kerapos.positions.layer_config`
+      does so for encoder models).
 
     Positions: queries are aligned to the END of the keys. With query length
     `T` and key length `S`, query `i` sits at position `S - T + i` (ordinary
