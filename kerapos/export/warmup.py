@@ -67,6 +67,16 @@ def read_requests(path):
     ]
 
 
+def error_reason(error):
+    """The one line of an exception that says what went wrong: for a graph
+    error, its own message, the last unindented line (before it come "Graph
+    execution error", the node and the Python stack)."""
+    text = error.message if isinstance(error, tf.errors.OpError) else str(error)
+    lines = [line for line in text.splitlines() if line.strip()
+             and not line.startswith((" ", "\t", "Graph execution error", "Detected at"))]
+    return lines[-1].strip() if lines else type(error).__name__
+
+
 def replay(loaded, requests):
     """Runs every request through `loaded`'s signature, as TF Serving's warmup
     does; returns one dict of numpy outputs per request.
@@ -86,14 +96,8 @@ def replay(loaded, requests):
         try:
             result = loaded.signatures[name](**inputs)
         except (tf.errors.OpError, TypeError, ValueError) as error:
-            text = error.message if isinstance(error, tf.errors.OpError) else str(error)
-            # A graph error's own message is its last unindented line (before
-            # it: "Graph execution error", the node and the Python stack).
-            lines = [line for line in text.splitlines() if line.strip()
-                     and not line.startswith((" ", "\t", "Graph execution error", "Detected at"))]
-            reason = lines[-1].strip() if lines else type(error).__name__
             raise ValueError(f"warmup request {index} (batch {sorted(batch_size)}) failed on "
-                             f"signature {name!r}: {reason}") from error
+                             f"signature {name!r}: {error_reason(error)}") from error
         result = {key: np.asarray(value) for key, value in result.items()}
         wrong = sorted(key for key, value in result.items() if value.shape[:1] != tuple(batch_size))
         if wrong:

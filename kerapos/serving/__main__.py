@@ -6,24 +6,30 @@
     python -m kerapos.serving predict --model=imdb --text="A wonderful film." [--grpc]
     python -m kerapos.serving status --model=imdb [--grpc]
     python -m kerapos.serving metadata --model=imdb [--grpc]
+    python -m kerapos.serving check saved_models/imdb/1
 
 `config` writes the `model_config_list` text proto for every model under the
 base path (and the batching parameters); the others call a running server
 (REST on --rest_port by default, gRPC on --grpc_port with --grpc) and print
-its answer as JSON. Errors are one line on stderr, exit status 2.
+its answer as JSON; `check` loads one export here, replays its warmup requests
+and hostile inputs (`kerapos.serving.check`) and prints what came back and the
+peak memory. Errors are one line on stderr, exit status 2.
 """
 
+import pathlib
 import sys
 
 from absl import app
 from absl import flags
 
 import kerapos  # noqa: F401  (quiet TensorFlow start-up)
+from kerapos.serving import check as serving_check
 from kerapos.serving import client as serving_client
 from kerapos.serving import config as serving_config
 from kerapos.utils import atomic
 
-COMMANDS = ("config", "predict", "status", "metadata")
+COMMANDS = ("config", "predict", "status", "metadata", "check")
+WITH_PATH = ("config", "check")  # commands taking one directory
 
 flags.DEFINE_enum("policy", "latest", serving_config.POLICIES, "config: version policy.")
 flags.DEFINE_integer("num_versions", 1, "config: versions served by the latest policy.")
@@ -98,15 +104,19 @@ def _call(command):
 
 
 def main(argv):
-    if len(argv) < 2 or argv[1] not in COMMANDS or (argv[1] == "config") != (len(argv) == 3) \
-            or (argv[1] != "config" and len(argv) != 2):
+    if len(argv) < 2 or argv[1] not in COMMANDS or len(argv) != (3 if argv[1] in WITH_PATH else 2):
         print(f"usage: python -m kerapos.serving {{{'|'.join(COMMANDS)}}} ...; config takes the "
-              "base path (python -m kerapos.serving config saved_models/), the others --model "
-              "(see --help).", file=sys.stderr)
+              "base path (config saved_models/), check one version (check saved_models/imdb/1), "
+              "the others --model (see --help).", file=sys.stderr)
         return 2
     try:
         if argv[1] == "config":
             _config(argv[2])
+        elif argv[1] == "check":
+            if not (pathlib.Path(argv[2]) / "saved_model.pb").is_file():
+                raise ValueError(f"{argv[2]} holds no saved_model.pb; pass a version directory "
+                                 "(saved_models/<name>/<version>).")
+            print(serving_client.to_json(serving_check.check_export(argv[2])))
         else:
             _call(argv[1])
     except (ValueError, serving_client.ServingError) as error:
