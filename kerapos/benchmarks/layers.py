@@ -39,13 +39,18 @@ from kerapos.metrics.perplexity import context_extension_defaults
 from kerapos.training import runtime
 from kerapos.utils import atomic
 
-flags.DEFINE_string("output_dir", "benchmarks/layers", "Where results.json/results.md go.")
-flags.DEFINE_integer("batch", 8, "Batch size.")
-flags.DEFINE_integer("seq", 1024, "Sequence length.")
-flags.DEFINE_integer("heads", 8, "Attention heads.")
-flags.DEFINE_integer("head_dim", 64, "Size per head.")
-flags.DEFINE_integer("repeats", 7, "Timed steps per candidate (median reported).")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command line's flags, defined only when this module runs as the
+    main program (importing it, e.g. in tests, defines none)."""
+    flags.DEFINE_string("output_dir", "benchmarks/layers", "Where results.json/results.md go.")
+    flags.DEFINE_integer("batch", 8, "Batch size.")
+    flags.DEFINE_integer("seq", 1024, "Sequence length.")
+    flags.DEFINE_integer("heads", 8, "Attention heads.")
+    flags.DEFINE_integer("head_dim", 64, "Size per head.")
+    flags.DEFINE_integer("repeats", 7, "Timed steps per candidate (median reported).")
 
 
 def _step_fn(forward, inputs, layers, jit_compile):
@@ -184,4 +189,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
