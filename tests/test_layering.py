@@ -17,7 +17,7 @@ FLOORS = (
     ("utils",),
     ("layers", "positions"),
     ("models", "data"),
-    ("metrics", "checkpoints", "export"),
+    ("metrics", "checkpoints", "export", "serving"),
     ("training",),
     ("benchmarks",),
 )

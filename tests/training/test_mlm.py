@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kerapos import positions
 from kerapos.data import wordpiece
 from kerapos.models.bert_encoder import BertEncoderBackbone
 from kerapos.models.bert_encoder import build_masked_lm
@@ -169,8 +170,7 @@ def test_options_validation_names_every_problem():
     assert error.value.problems == [
         "`dropout` must be a number >= 0.0 and < 1.0, got 1.5.",
         "`mixed_precision` must be one of 'none', 'mixed_float16', 'mixed_bfloat16'; got 'fp8'.",
-        "`schemes[1]` must be one of 'none', 'sinusoidal', 'learned', 'rotary', 'xpos', "
-        "'alibi', 't5'; got 'rope'.",
+        f"`schemes[1]` must be one of {', '.join(map(repr, positions.available()))}; got 'rope'.",
         "`schemes` lists a value twice: ['rotary', 'rope', 'rotary'].",
         "`train_length` must be an integer >= 4, got 2.",
         "`eval_lengths[1]` must be an integer >= 4, got 2.",
