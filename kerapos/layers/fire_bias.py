@@ -39,7 +39,9 @@ class FireBias(AttentionBias):
 
     As in the paper's code, `L = |m * initial_threshold|` with a learned
     multiplier `m` (initially 1), so `L` learns at the scale of the other
-    weights, and `1e-6` is added to the normaliser.
+    weights, and `1e-6` is added to the normaliser. The MLP's output bias
+    (kept as in the paper's code) adds one constant per head to every logit,
+    which the softmax ignores: it gets no gradient inside attention.
 
     `causal=True` (decoders) is the paper's form: the distance is `i - j`,
     clamped at 0 for future keys (`j > i`), which a causal mask MUST remove.
