@@ -459,7 +459,7 @@ class _BenchmarkTask(skeleton.SchemeSweep):
         last rows of every batch, their answer the last targets)."""
         options = self.options
         weights = np.ones((options.batch_size, options.train_length), np.float32)
-        answer_length = len(self.tokenizer.encode(passkey.ANSWER.format(key="0" * passkey.NUM_DIGITS)))
+        answer_length = passkey.answer_length(self.tokenizer)
         weights[options.batch_size - passkey_rows_per_batch(options):, -answer_length:] = (
             options.passkey_answer_weight)
         return tf.constant(weights)

@@ -85,6 +85,11 @@ def minimum_length(tokenizer, num_digits=NUM_DIGITS):
     ) - 1
 
 
+def answer_length(tokenizer, num_digits=NUM_DIGITS):
+    """Tokens of the answer (a space and the key), the last of every sample."""
+    return len(tokenizer.encode(ANSWER.format(key="0" * num_digits)))
+
+
 def _filler(tokenizer, num_filler):
     """The last `num_filler` tokens of `FILLER` repeated, and the token
     offsets where its (possibly cut) sentences start."""
