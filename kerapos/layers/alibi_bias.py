@@ -25,19 +25,6 @@ def _alibi_slopes(num_heads):
     return _power_of_two_slopes(lower_power) + interleaved[: num_heads - lower_power]
 
 
-def _end_aligned_distance(query_length, key_length):
-    """`i - j` for query `i` and key `j`, queries aligned to the end of the keys.
-
-    Query `i` sits at absolute position `key_length - query_length + i`, so the
-    last query and the last key coincide (incremental decoding: one new query
-    against the whole cache). Returns float32 `[query_length, key_length]`.
-    """
-    offset = ops.cast(key_length - query_length, "float32")
-    query_positions = ops.arange(query_length, dtype="float32") + offset  # [q]
-    key_positions = ops.arange(key_length, dtype="float32")  # [k]
-    return query_positions[:, None] - key_positions[None, :]  # [q, k]
-
-
 @keras.saving.register_keras_serializable(package="kerapos")
 class ALiBiBias(AttentionBias):
     """Adds ALiBi's per-head linear distance penalty to attention scores.
@@ -95,12 +82,12 @@ class ALiBiBias(AttentionBias):
         self.causal = bool(causal)
         self.slopes = np.asarray(_alibi_slopes(num_heads), dtype="float32")  # [h]
 
-    def bias(self, query_length, key_length):
-        """The float32 bias, shape `[1, num_heads, query_length, key_length]`.
-
-        Lengths may be Python ints or scalar int tensors (dynamic shapes).
-        """
-        distance = _end_aligned_distance(query_length, key_length)  # [q, k]
+    def bias_at(self, query_positions, key_positions):
+        """The float32 bias `[1, num_heads, q, k]` of queries at
+        `query_positions` `[q]` and keys at `key_positions` `[k]`."""
+        distance = ops.cast(query_positions, "float32")[:, None] - ops.cast(
+            key_positions, "float32"
+        )[None, :]  # [q, k]
         if not self.causal:
             distance = ops.abs(distance)
         slopes = ops.convert_to_tensor(self.slopes, dtype="float32")  # [h]

@@ -138,14 +138,11 @@ class FireBias(AttentionBias):
         """`log(|c| x + 1)` for `x >= 0`, in float32."""
         return ops.log1p(ops.abs(ops.cast(self.c, "float32")) * x)
 
-    def bias(self, query_length, key_length):
-        """The float32 bias, shape `[1, num_heads, query_length, key_length]`.
-
-        Lengths may be Python ints or scalar int tensors (dynamic shapes).
-        """
-        offset = ops.cast(key_length - query_length, "float32")
-        query_positions = (ops.arange(query_length, dtype="float32") + offset)[:, None]  # [q, 1]
-        key_positions = ops.arange(key_length, dtype="float32")[None, :]  # [1, k]
+    def bias_at(self, query_positions, key_positions):
+        """The float32 bias `[1, num_heads, q, k]` of queries at
+        `query_positions` `[q]` and keys at `key_positions` `[k]`."""
+        query_positions = ops.cast(query_positions, "float32")[:, None]  # [q, 1]
+        key_positions = ops.cast(key_positions, "float32")[None, :]  # [1, k]
         distance = query_positions - key_positions  # [q, k]
         if self.causal:
             distance = ops.maximum(distance, 0.0)  # future keys: masked anyway

@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from kerapos.layers.alibi_bias import _end_aligned_distance
 from kerapos.layers.attention_bias import AttentionBias
 from kerapos.utils import checks
 
@@ -134,12 +133,13 @@ class KerpleBias(AttentionBias):
         )
         self.built = True
 
-    def bias(self, query_length, key_length):
-        """The float32 bias, shape `[1, num_heads, query_length, key_length]`.
-
-        Lengths may be Python ints or scalar int tensors (dynamic shapes).
-        """
-        distance = ops.abs(_end_aligned_distance(query_length, key_length))[None]  # [1, q, k]
+    def bias_at(self, query_positions, key_positions):
+        """The float32 bias `[1, num_heads, q, k]` of queries at
+        `query_positions` `[q]` and keys at `key_positions` `[k]`."""
+        distance = ops.abs(
+            ops.cast(query_positions, "float32")[:, None]
+            - ops.cast(key_positions, "float32")[None, :]
+        )[None]  # [1, q, k]
         r1 = ops.maximum(ops.cast(self.r1, "float32"), _MIN_PARAMETER)[:, None, None]  # [h, 1, 1]
         r2 = ops.maximum(ops.cast(self.r2, "float32"), _MIN_PARAMETER)[:, None, None]  # [h, 1, 1]
         if self.kernel == "log":

@@ -8,6 +8,7 @@ from keras import ops
 from kerapos.layers import context_extension as extension
 from kerapos.layers import registry as positions
 from kerapos.layers.attention_bias import AttentionBias
+from kerapos.layers.attention_bias import end_aligned_positions
 from kerapos.utils import checks
 
 
@@ -174,9 +175,114 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
 
     @property
     def _adds_bias(self):
-        """Bias schemes (ALiBi, T5) add `bias(query_length, key_length)` to the
-        logits; the others (RoPE, xPos) rotate the queries and keys."""
+        """Bias schemes (ALiBi, T5, FIRE, KERPLE) add `bias(query_length,
+        key_length)` to the logits; the others (RoPE, xPos) rotate the
+        queries and keys."""
         return isinstance(self._position_layer, AttentionBias)
+
+    @property
+    def _rotates(self):
+        return self._position_layer is not None and not self._adds_bias
+
+    @property
+    def caches_rotated_keys(self):
+        """Whether `call_with_cache` stores keys already rotated.
+
+        True for rotary / xPos whose rotation of a position never changes:
+        a key is rotated once, when it enters the cache. False for the
+        length-dependent rope types ("dynamic", "longrope", whose frequencies
+        follow the context length) and for context-extension methods (whose
+        key positions depend on the query): their cache holds unrotated
+        keys, and every step rotates all of them again (an extra
+        `[batch, S, heads, head_dim]` rotation per layer and step). Schemes
+        that do not rotate store keys as projected.
+        """
+        return (
+            self._rotates
+            and self.context_extension is None
+            and not self._position_layer.length_dependent
+        )
+
+    def call_with_cache(self, query, cache, cache_index, rotate_cached_keys=None):
+        """Self-attention of new tokens against a fixed-size key/value cache.
+
+        The new tokens sit at positions `cache_index .. cache_index + T - 1`
+        and see every cached token before them and each other causally; slots
+        from `cache_index + T` on are masked (the buffer has a fixed size, so
+        a decoding loop compiles once). Every scheme and inference-time
+        variant gives the logits of the uncached causal call on the
+        `cache_index + T` tokens: rotary keys are rotated by their own
+        positions (see `caches_rotated_keys`), biases come from
+        `bias_at(query positions, key positions)`, log-n scaling and the
+        length-dependent rope types read the number of tokens held.
+
+        Args:
+            query: `[batch, T, features]`, the new tokens.
+            cache: `[batch, 2, S, num_heads, key_dim]`: the keys (index 0) and
+                values (index 1) of slots `0 .. S - 1`.
+            cache_index: int or scalar int tensor, the slots already filled.
+            rotate_cached_keys: None (default: `caches_rotated_keys`) or
+                bool. False stores unrotated keys and rotates them by their
+                slot at every step: what a cache whose slots change position
+                (attention sinks) needs.
+
+        Returns:
+            `(outputs [batch, T, output features], updated cache)`.
+        """
+        if self._value_dim != self._key_dim:
+            raise ValueError(
+                f"call_with_cache stacks keys and values in one buffer, so it "
+                f"needs value_dim == key_dim; got {self._value_dim} and {self._key_dim}."
+            )
+        if rotate_cached_keys is None:
+            rotate_cached_keys = self.caches_rotated_keys
+        elif rotate_cached_keys and not self.caches_rotated_keys:
+            raise ValueError(
+                "rotate_cached_keys=True needs a rotation that stays valid as the "
+                "context grows (see caches_rotated_keys)."
+            )
+        query_tokens = self._query_dense(query)  # [B, T, N, H]
+        new_keys = self._key_dense(query)  # [B, T, N, H]
+        new_values = self._value_dense(query)  # [B, T, N, H]
+        cache_index = ops.cast(cache_index, "int32")
+        query_positions = ops.arange(ops.shape(query)[1], dtype="float32") + ops.cast(
+            cache_index, "float32"
+        )  # [T]
+        key_positions = ops.arange(ops.shape(cache)[2], dtype="float32")  # [S]
+        held = ops.cast(cache_index + ops.shape(query)[1], "float32")  # tokens in the cache
+        if self._rotates and self.context_extension is None:
+            query_tokens = self._position_layer(
+                query_tokens, positions=query_positions, is_key=False, sequence_length=held
+            )
+            if rotate_cached_keys:
+                new_keys = self._position_layer(new_keys, positions=query_positions, is_key=True)
+        start = [0, cache_index, 0, 0]
+        keys = ops.slice_update(cache[:, 0], start, ops.cast(new_keys, cache.dtype))  # [B, S, N, H]
+        values = ops.slice_update(cache[:, 1], start, ops.cast(new_values, cache.dtype))
+        cache = ops.stack([keys, values], axis=1)  # [B, 2, S, N, H]
+        keys = ops.cast(keys, query_tokens.dtype)
+        values = ops.cast(values, query_tokens.dtype)
+        if self._rotates and self.context_extension is None and not rotate_cached_keys:
+            keys = self._position_layer(
+                keys, positions=key_positions, is_key=True, sequence_length=held
+            )
+        # Causal, and free slots (positions >= held) are after every query.
+        mask = (key_positions[None, :] <= query_positions[:, None])[None]  # [1, T, S]
+        if self.logn_train_length is not None:
+            query_tokens = query_tokens * ops.cast(self._logn_factor(held), query_tokens.dtype)
+        if self.context_extension is not None:
+            scores = self._extended_scores(query_tokens, keys, query_positions, key_positions)
+            outputs, _ = self._attend(scores, values, mask, training=False)
+        elif self._adds_bias:
+            bias = self._position_layer.bias_at(query_positions, key_positions)  # [1, N, T, S]
+            outputs, _ = self._biased_attention(
+                query_tokens, keys, values, bias, mask, False, False
+            )
+        else:
+            outputs, _ = super()._compute_attention(
+                query_tokens, keys, values, attention_mask=mask, training=False
+            )
+        return self._output_dense(outputs), cache  # [B, T, F]
 
     def build(self, query_shape, value_shape, key_shape=None):
         super().build(query_shape, value_shape, key_shape)
@@ -216,18 +322,21 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         # `_compute_causal_mask`) into `attention_mask` for subclasses that
         # override this method, so `use_causal_mask` never reaches it.
         # query: [B, T, N, H], key: [B, S, N, H], value: [B, S, N, Hv]
-        rotates = self._position_layer is not None and not self._adds_bias
-        if rotates and self.context_extension is None:
+        if self._rotates and self.context_extension is None:
             query, key = self._rotate(query, key)
         if self.logn_train_length is not None:  # a scalar: commutes with the rotation
-            query = query * ops.cast(self._logn_factor(key), query.dtype)
+            query = query * ops.cast(self._logn_factor(ops.shape(key)[1]), query.dtype)
         if self.context_extension is not None:
             self._check_lengths(query, key)
-            scores = self._extended_scores(query, key)  # [B, N, T, S]
-            return self._attend(scores, value, attention_mask, training)
+            query_positions, key_positions = end_aligned_positions(
+                ops.shape(query)[1], ops.shape(key)[1]
+            )
+            scores = self._extended_scores(query, key, query_positions, key_positions)
+            return self._attend(scores, value, attention_mask, training)  # scores [B, N, T, S]
         if self._adds_bias:
+            bias = self._position_layer.bias(ops.shape(query)[1], ops.shape(key)[1])
             return self._biased_attention(
-                query, key, value, attention_mask, training, return_attention_scores
+                query, key, value, bias, attention_mask, training, return_attention_scores
             )
         return super()._compute_attention(
             query,
@@ -254,14 +363,11 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         key = self._position_layer(key, is_key=True)
         return query, key
 
-    def _extended_scores(self, query, key):
+    def _extended_scores(self, query, key, query_positions, key_positions):
         """Scaled logits `[B, N, T, S]` of the context-extension method: one
-        rotary pass per region of `context_extension.passes`."""
-        query_length, key_length = ops.shape(query)[1], ops.shape(key)[1]
-        query_positions = ops.arange(query_length, dtype="float32") + ops.cast(
-            key_length - query_length, "float32"
-        )  # [T]
-        key_positions = ops.arange(key_length, dtype="float32")  # [S]
+        rotary pass per region of `context_extension.passes`, for unrotated
+        queries at `query_positions` `[T]` and keys at `key_positions` `[S]`
+        (float32)."""
         query = query * ops.cast(self._inverse_sqrt_key_dim, query.dtype)
         scale = extension.query_scale(self.context_extension, query_positions)
         if scale is not None:
@@ -290,25 +396,24 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         attention_output = ops.einsum(self._combine_equation, final_attention_scores, value)
         return attention_output, attention_scores
 
-    def _logn_factor(self, key):
+    def _logn_factor(self, key_length):
         """max(1, log(S) / log(L)) in float32, for key length S."""
-        key_length = ops.cast(ops.shape(key)[1], "float32")
+        key_length = ops.cast(key_length, "float32")
         ratio = ops.log(key_length) / math.log(self.logn_train_length)
         return ops.maximum(ratio, 1.0)
 
     def _biased_attention(
-        self, query, key, value, attention_mask, training, return_attention_scores
+        self, query, key, value, bias, attention_mask, training, return_attention_scores
     ):
-        """`MultiHeadAttention._compute_attention` with the scheme's bias added
-        to the logits (`attention_mask`: None or boolean, `[B, T, S]`)."""
+        """`MultiHeadAttention._compute_attention` with the scheme's float32
+        `bias` `[1, N, T, S]` added to the logits (`attention_mask`: None or
+        boolean, `[B, T, S]`)."""
         if self._flash_attention and return_attention_scores:
             raise ValueError(
                 "Returning attention scores is not supported when flash "
                 "attention is enabled. Please disable flash attention to "
                 "access attention scores."
             )
-        query_length, key_length = ops.shape(query)[1], ops.shape(key)[1]
-        bias = self._position_layer.bias(query_length, key_length)  # [1, N, T, S]
         bias = ops.cast(bias, query.dtype)
 
         if not (self._dropout > 0.0 or return_attention_scores):

@@ -145,15 +145,12 @@ class RelativePositionBias(AttentionBias):
         )
         self.built = True
 
-    def bias(self, query_length, key_length):
-        """The bias, shape `[1, num_heads, query_length, key_length]`.
-
-        Lengths may be Python ints or scalar int tensors (dynamic shapes).
-        """
-        offset = key_length - query_length
-        query_positions = ops.arange(query_length, dtype="int32") + offset  # [q]
-        key_positions = ops.arange(key_length, dtype="int32")  # [k]
-        relative_position = key_positions[None, :] - query_positions[:, None]  # [q, k]
+    def bias_at(self, query_positions, key_positions):
+        """The bias `[1, num_heads, q, k]` of queries at `query_positions`
+        `[q]` and keys at `key_positions` `[k]` (integer-valued)."""
+        relative_position = ops.cast(key_positions, "int32")[None, :] - ops.cast(
+            query_positions, "int32"
+        )[:, None]  # [q, k]
         buckets = _relative_position_bucket(
             relative_position, self.bidirectional, self.num_buckets, self.max_distance
         )

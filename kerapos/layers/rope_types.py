@@ -216,6 +216,11 @@ ROPE_INIT_FUNCTIONS = {
     "proportional": _compute_proportional_parameters,
 }
 
+# Types whose frequencies depend on the context length: a key rotated at one
+# length is rotated differently once the context grows, so a key/value cache
+# of these types holds unrotated keys and rotates them again at each step.
+LENGTH_DEPENDENT_TYPES = ("dynamic", "longrope")
+
 # -- validators: scaling dict -> the parameters its init function reads -------------------------------
 
 # Keys every `rope_scaling` dict may hold: the type's name (and its alias),

@@ -102,6 +102,11 @@ class RotaryEmbedding(keras.layers.Layer):
         positions: optional int tensor, `[sequence_length]` or
             `[batch, sequence_length]`: explicit positions of the tokens.
         is_key: bool. Whether `inputs` are keys (only matters with xPos).
+        sequence_length: optional int or scalar int tensor: the context
+            length the length-dependent rope types ("dynamic", "longrope")
+            scale for. Default: `start_index` plus the inputs' length, or
+            `max(positions) + 1`. A key/value cache passes the number of
+            tokens it holds, since its buffer is longer.
 
     Returns:
         A tensor of the shape of `inputs`, in the compute dtype.
@@ -244,18 +249,24 @@ class RotaryEmbedding(keras.layers.Layer):
         """
         return self.rope_parameters(sequence_length)[1]
 
-    def call(self, inputs, start_index=0, positions=None, is_key=False):
+    @property
+    def length_dependent(self):
+        """Whether the rotation of a position changes with the context length
+        (`rope_types.LENGTH_DEPENDENT_TYPES`)."""
+        return self.rope_type in rope_types.LENGTH_DEPENDENT_TYPES
+
+    def call(self, inputs, start_index=0, positions=None, is_key=False, sequence_length=None):
         _check_rank(inputs.shape)
         if checks.is_integer(start_index) and start_index < 0:
             raise ValueError(f"`start_index` must be >= 0, got {start_index}.")
-        sequence_length = ops.shape(inputs)[1]
+        inputs_length = ops.shape(inputs)[1]
         if positions is None:
-            positions = ops.arange(sequence_length, dtype="float32") + ops.cast(
+            positions = ops.arange(inputs_length, dtype="float32") + ops.cast(
                 start_index, "float32"
             )
             positions = positions[None, :]  # [1, seq]
             context_length = ops.cast(start_index, "float32") + ops.cast(
-                sequence_length, "float32"
+                inputs_length, "float32"
             )
         else:
             if len(positions.shape) not in (1, 2):
@@ -267,6 +278,8 @@ class RotaryEmbedding(keras.layers.Layer):
             if len(positions.shape) == 1:
                 positions = positions[None, :]  # [1, seq]
             context_length = ops.max(positions) + 1.0
+        if sequence_length is not None:
+            context_length = ops.cast(sequence_length, "float32")
         positions = positions[:, :, None, None]  # [batch or 1, seq, 1, 1]
 
         frequencies, attention_factor = self.rope_parameters(context_length)  # [half], scalar

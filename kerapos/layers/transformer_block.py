@@ -152,6 +152,33 @@ class TransformerBlock(keras.layers.Layer):
         hidden = self.feedforward_in(self.feedforward_norm(x))  # [batch, seq, intermediate]
         return x + self.residual_dropout(self.feedforward_out(hidden), training=training)
 
+    def call_with_cache(self, inputs, cache, cache_index, rotate_cached_keys=None):
+        """The causal block on new tokens against a key/value cache (inference).
+
+        Args:
+            inputs: `[batch, T, hidden_dim]`, the new tokens, at positions
+                `cache_index .. cache_index + T - 1`.
+            cache: `[batch, 2, S, num_heads, hidden_dim // num_heads]`, this
+                block's keys and values (`PositionalMultiHeadAttention.call_with_cache`).
+            cache_index: int or scalar int tensor, the slots already filled.
+            rotate_cached_keys: passed to the attention's `call_with_cache`.
+
+        Returns:
+            `(outputs [batch, T, hidden_dim], updated cache)`.
+        """
+        if not self.causal:
+            raise ValueError(
+                "call_with_cache decodes left to right, so it needs a causal block "
+                "(causal=True); an encoder block attends to later tokens too."
+            )
+        normed = self.attention_norm(inputs)  # [batch, T, hidden]
+        attended, cache = self.attention.call_with_cache(
+            normed, cache, cache_index, rotate_cached_keys=rotate_cached_keys
+        )
+        x = inputs + attended
+        hidden = self.feedforward_in(self.feedforward_norm(x))  # [batch, T, intermediate]
+        return x + self.feedforward_out(hidden), cache
+
     def compute_output_shape(self, inputs_shape):
         return inputs_shape
 
