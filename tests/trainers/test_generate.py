@@ -10,6 +10,7 @@ from kerapos.checkpoints.language_model import save_language_model
 from kerapos.data.byte_tokenizer import ByteTokenizer
 from kerapos.models.causal_lm import build_causal_lm
 from kerapos.models.causal_lm import sample_tokens
+from kerapos.models.generation import Generator
 
 GENERATE = "trainers/generate.py"
 
@@ -31,21 +32,28 @@ def trained(tmp_path_factory):
 
 
 PROMPT = "abcabc" * 5  # longer than the table: only the last 16 bytes are read
+SHORT_PROMPT = "abca"  # 4 + 12 new tokens fill the 16-row table
 
 
 @pytest.fixture(scope="module")
 def generated(trained, tmp_path_factory):
     """trainers/generate.py run as a user runs it (one warm process, a fork per
-    command line): greedy, seeded sampling, and a missing model between them."""
+    command line): greedy with and without the cache, seeded sampling, a
+    missing model and a continuation past the learned table."""
     path, _ = trained
     missing = tmp_path_factory.mktemp("missing") / "none.keras"
-    greedy, missing_model, sampled = run_script_cases(GENERATE, [
-        [f"--model_path={path}", f"--prompt={PROMPT}", "--temperature=0", "--max_new_tokens=12"],
+    greedy, cached, missing_model, sampled, too_long = run_script_cases(GENERATE, [
+        [f"--model_path={path}", f"--prompt={PROMPT}", "--temperature=0", "--max_new_tokens=12",
+         "--nocache"],
+        [f"--model_path={path}", f"--prompt={SHORT_PROMPT}", "--temperature=0",
+         "--max_new_tokens=12"],
         [f"--model_path={missing}"],
         [f"--model_path={path}", "--prompt=", "--seed=4", "--max_new_tokens=8",
-         "--temperature=1.5", "--top_k=0"],
+         "--temperature=1.5", "--top_k=0", "--top_p=0.9"],
+        [f"--model_path={path}", f"--prompt={PROMPT}", "--max_new_tokens=12"],
     ], tmp_path_factory.mktemp("generate_output"), timeout=300)
-    return {"greedy": greedy, "missing": missing_model, "sampled": sampled}
+    return {"greedy": greedy, "cached": cached, "missing": missing_model, "sampled": sampled,
+            "too_long": too_long}
 
 
 def test_generate_prints_top5_and_a_greedy_continuation(trained, generated):
@@ -63,11 +71,26 @@ def test_generate_prints_top5_and_a_greedy_continuation(trained, generated):
     assert continuation == PROMPT + ByteTokenizer().decode(expected)
 
 
+def test_generate_cached_greedy_is_the_step_by_step_argmax(trained, generated):
+    _, model = trained
+    result = generated["cached"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = sample_tokens(model, ByteTokenizer().encode(SHORT_PROMPT), 12, temperature=0)
+    lines = result.stdout.splitlines()
+    assert lines[lines.index("continuation:") + 1] == SHORT_PROMPT + ByteTokenizer().decode(expected)
+
+
+def test_generate_past_the_learned_table_is_a_clean_error(generated):
+    result = generated["too_long"]
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "position table has 16" in result.stderr and "without the cache" in result.stderr
+
+
 def test_generate_sampling_is_seeded(trained, generated):
     _, model = trained
     result = generated["sampled"]
     assert result.returncode == 0, result.stderr[-3000:]
-    expected = sample_tokens(model, [], 8, context_length=16, temperature=1.5, seed=4)
+    [expected] = Generator(model, context_length=16)([[]], 8, temperature=1.5, top_p=0.9, seed=4)
     lines = result.stdout.splitlines()
     continuation = "\n".join(lines[lines.index("continuation:") + 1:])
     assert continuation == ByteTokenizer().decode(expected)
