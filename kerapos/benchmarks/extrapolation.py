@@ -34,6 +34,7 @@ from kerapos.checkpoints.language_model import save_language_model
 from kerapos.data.byte_tokenizer import ByteTokenizer
 from kerapos.data.corpus import load_corpus
 from kerapos.data.windows import window_dataset
+from kerapos.export.generation import export_generation_model
 from kerapos.export.language_model import export_language_model
 from kerapos.metrics import passkey
 from kerapos.metrics import perplexity as extrapolation
@@ -132,11 +133,16 @@ class BenchmarkOptions(SweepOptions):
         positions.ROTARY_VARIANTS, "Inference-time variants of the rotary model to evaluate.",
         choices=positions.ROTARY_VARIANTS,
     )
-    export: bool = option(True, "Export SavedModels (next-token top-k from raw text).")
+    export: bool = option(
+        True, "Export SavedModels from raw text: next-token top-k, and generation.")
     export_scheme: str = option(
         None, "Export only this scheme (default: all).", kind="string"
     )
     export_top_k: int = option(5, "k of the exported next-token top-k.", minimum=1)
+    export_max_new_tokens: int = option(
+        1024, "The most new tokens a request to the generation SavedModel may ask for "
+        "(a learned table caps it at its size less the prompt context).", minimum=1
+    )
     deterministic: bool = option(
         True, "TensorFlow op determinism: same `seed`, same numbers (also on GPUs)."
     )
@@ -431,6 +437,7 @@ class _BenchmarkTask(skeleton.SchemeSweep):
             "timings": {},
             "training": {},
             "exports": {},
+            "generation_exports": {},
             "results": [],
             "passkey": [],
         }
@@ -560,7 +567,28 @@ class _BenchmarkTask(skeleton.SchemeSweep):
                 max_context=options.train_length, top_k=options.export_top_k,
             )
             logging.info(f"  [{scheme}] SavedModel: {exports['saved_model']}")
+            exports["generation_saved_model"] = export_generation_model(
+                trained.model, self.tokenizer,
+                pathlib.Path(options.export_dir) / f"{options.model_name}_{scheme}_generate",
+                **self._generation_sizes(scheme),
+            )
+            logging.info(f"  [{scheme}] generation SavedModel: "
+                         f"{exports['generation_saved_model']}")
         return exports
+
+    def _generation_sizes(self, scheme):
+        """Prompt context and new-token limit of the generation export: the
+        training length and `export_max_new_tokens`, or half of a learned
+        table each."""
+        options = self.options
+        if positions.scheme(scheme).bounded:
+            table = self.build_config["max_length"]
+            max_context = table // 2
+            limit = min(options.export_max_new_tokens, table - max_context)
+        else:
+            max_context, limit = options.train_length, options.export_max_new_tokens
+        return dict(max_context=max_context, max_new_tokens=min(64, limit),
+                    max_new_tokens_limit=limit)
 
     def record(self, context, trained, scores, exports):
         scheme, results = trained.name, self.results
@@ -573,6 +601,7 @@ class _BenchmarkTask(skeleton.SchemeSweep):
         results["passkey"] += scores["passkey"]
         if "saved_model" in exports:
             results["exports"][scheme] = str(exports["saved_model"])
+            results["generation_exports"][scheme] = str(exports["generation_saved_model"])
         train_s = trained.finished - trained.started
         results["timings"][scheme] = {
             "train_s": round(train_s, 2),

@@ -16,19 +16,26 @@ from kerapos.models.causal_lm import EMPTY_PROMPT_CONTEXT
 from kerapos.utils import checks
 
 
+def prompt_ids(tokenizer, text, max_context):
+    """In-graph token ids of each text: its last `max_context` tokens, an empty
+    text read as `EMPTY_PROMPT_CONTEXT`. Returns ragged int32 `[batch, None]`
+    whose rows all have at least one token."""
+    token_ids = tokenizer.encode_tf(text)[:, -max_context:]  # ragged [batch, None]
+    is_empty = tf.equal(token_ids.row_lengths(), 0)  # [batch]
+    fallback = tf.RaggedTensor.from_row_lengths(
+        tf.tile(tf.constant(EMPTY_PROMPT_CONTEXT, tf.int32),
+                [tf.reduce_sum(tf.cast(is_empty, tf.int32))]),
+        tf.cast(is_empty, tf.int64) * len(EMPTY_PROMPT_CONTEXT),
+    )
+    return tf.concat([fallback, token_ids], axis=1)
+
+
 def make_serving_fn(model, tokenizer, max_context, top_k=5):
     """The `serving_default` function (see the module docstring)."""
     vocabulary = tokenizer.vocabulary_tf()  # [vocab] tf.string
-    empty_context = tf.constant(EMPTY_PROMPT_CONTEXT, tf.int32)
 
     def serve(text):
-        token_ids = tokenizer.encode_tf(text)[:, -max_context:]  # ragged [batch, None]
-        is_empty = tf.equal(token_ids.row_lengths(), 0)  # [batch]
-        fallback = tf.RaggedTensor.from_row_lengths(
-            tf.tile(empty_context, [tf.reduce_sum(tf.cast(is_empty, tf.int32))]),
-            tf.cast(is_empty, tf.int64) * len(EMPTY_PROMPT_CONTEXT),
-        )
-        token_ids = tf.concat([fallback, token_ids], axis=1)
+        token_ids = prompt_ids(tokenizer, text, max_context)  # ragged [batch, None]
         lengths = token_ids.row_lengths()  # [batch], all >= 1
         # Right padding: the causal mask keeps it out of every real position.
         dense = token_ids.to_tensor(default_value=0)  # [batch, longest]

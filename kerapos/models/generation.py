@@ -15,8 +15,9 @@ With the cache, the whole loop is one `tf.function(jit_compile=True)`
 Prompts of different lengths are right-padded: every row decodes at the
 same position, and a row still inside its prompt keeps its own next token
 instead of the sampled one (keras-hub's `CausalLM.generate` does the same).
-Sampling is stateless: step `i` draws with the seed `[seed, i]`, so a seed
-gives the same tokens with and without the cache, in any batch.
+Sampling is stateless: step `i` of row `r` draws from a hash of
+`(seed, i, r)`, so a seed gives the same tokens with and without the cache,
+compiled or not, and in the generation SavedModel.
 
 Attention sinks (StreamingLLM, Xiao et al. 2024, arXiv:2309.17453) keep
 memory constant while streaming past any length: the cache holds the first
@@ -207,19 +208,39 @@ def filter_logits(logits, temperature, top_k, top_p):
     return tf.where(logits >= threshold, logits, float("-inf"))
 
 
+_MASK_32 = 0xFFFFFFFF
+
+
+def _mix(x, multiplier, shift):
+    """One round of MurmurHash3's finaliser on non-negative int64 < 2^32."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, shift))
+    return tf.bitwise.bitwise_and(x * multiplier, _MASK_32)  # low 32 bits (wraps are harmless)
+
+
+def uniform_noise(batch_size, vocab_size, seed, step):
+    """Uniform float32 `[batch, vocab]` in (0, 1), a hash of (seed, step, row, token).
+
+    Integer ops only, so the noise is bit-identical in eager TensorFlow, in a
+    graph, under XLA and in a SavedModel (TensorFlow's stateless random ops
+    use another algorithm under XLA than without it).
+    """
+    rows = tf.range(batch_size, dtype=tf.int64)[:, None]  # [batch, 1]
+    columns = tf.range(vocab_size, dtype=tf.int64)[None, :]  # [1, vocab]
+    x = (tf.cast(seed, tf.int64) * 0x9E3779B1 + tf.cast(step, tf.int64) * 0x85EBCA77
+         + rows * 0xC2B2AE3D + columns)
+    x = tf.bitwise.bitwise_and(x, _MASK_32)
+    x = _mix(_mix(_mix(x, 0x85EBCA6B, 16), 0xC2B2AE35, 13), 1, 16)
+    return tf.cast((tf.cast(x, tf.float64) + 0.5) / 2.0**32, tf.float32)
+
+
 def sample_next(logits, temperature, top_k, top_p, seed, step):
     """Next token ids `[batch]` from float32 logits `[batch, vocab]`: argmax when
-    `temperature` is 0, else a draw from the filtered softmax.
-
-    The draw is the Gumbel-max trick on Philox noise with the stateless seed
-    `[seed, step]`: the same seed gives the same tokens compiled by XLA or
-    not (the default stateless algorithm differs between the two)."""
+    `temperature` is 0, else a draw from the filtered softmax (the Gumbel-max
+    trick on `uniform_noise(seed, step)`)."""
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     filtered = filter_logits(logits, temperature, top_k, top_p)
-    seed_pair = tf.stack([tf.cast(seed, tf.int32), tf.cast(step, tf.int32)])
-    uniform = tf.random.stateless_uniform(
-        tf.shape(filtered), seed_pair, minval=1e-20, maxval=1.0, alg="philox")
-    gumbel = -tf.math.log(-tf.math.log(uniform))  # [batch, vocab]
+    shape = tf.shape(filtered)
+    gumbel = -tf.math.log(-tf.math.log(uniform_noise(shape[0], shape[1], seed, step)))
     sampled = tf.argmax(filtered + gumbel, axis=-1, output_type=tf.int32)
     return tf.where(tf.cast(temperature, tf.float32) > 0, sampled, greedy)
 
@@ -344,8 +365,7 @@ class Generator:
         self.vocab_size = self.decoder.embedding.input_dim
         self._loop = make_cached_loop(self.decoder, jit_compile=jit_compile)
         self._last_logits = uncached_logits_function(model)
-        # Compiled like the cached loop, so that a seed draws the same noise.
-        self._advance = tf.function(_advance, jit_compile=True, reduce_retracing=True)
+        self._advance = tf.function(_advance, reduce_retracing=True)
 
     def __call__(self, prompts, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
                  stop_token=None, seed=0):

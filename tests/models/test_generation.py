@@ -196,3 +196,22 @@ def test_empty_prompt_reads_a_newline_and_zero_tokens_is_empty():
     generator = Generator(model)
     assert generator([[], [1]], 0) == [[], []]
     assert generator([[]], 4) == [sample_tokens(model, [], 4, temperature=0)]
+
+
+def test_sampled_frequencies_follow_the_filtered_softmax():
+    """4,000 seeded draws from a fixed distribution (one per step) land in
+    each token at its probability, after temperature and top-k."""
+    import tensorflow as tf
+
+    from kerapos.models.generation import sample_next
+
+    probabilities = np.array([0.4, 0.3, 0.2, 0.1])
+    logits = np.log(probabilities).astype(np.float32)[None].repeat(4000, 0)
+    # One row per draw: rows and steps both enter the hash.
+    draws = np.asarray(sample_next(tf.constant(logits), 1.0, 0, 1.0, 11, 0))
+    frequencies = np.bincount(draws, minlength=4) / draws.size
+    np.testing.assert_allclose(frequencies, probabilities, atol=0.03)
+    hot = np.asarray(sample_next(tf.constant(logits), 0.5, 2, 1.0, 11, 0))
+    tempered = probabilities[:2] ** 2 / (probabilities[:2] ** 2).sum()  # T=0.5 on the top 2
+    np.testing.assert_allclose(np.bincount(hot, minlength=4)[:2] / hot.size, tempered, atol=0.03)
+    assert set(hot) <= {0, 1}

@@ -96,6 +96,8 @@ def test_results_json_records(smoke_run):
         assert results["timings"][scheme]["train_tokens_per_s"] > 0
     assert results["machine"]["matmul_gflops"] > 0 and results["machine"]["device"]
     assert list(results["exports"]) == ["rotary"]
+    assert list(results["generation_exports"]) == ["rotary"]
+    assert results["generation_exports"]["rotary"].endswith("_rotary_generate/1")
 
 
 def test_results_markdown_has_a_row_per_scheme(smoke_run):

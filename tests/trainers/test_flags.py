@@ -33,13 +33,16 @@ BEFORE = json.loads((pathlib.Path(__file__).parent / "flags_before_redesign.json
 # have one help text. Passkey (issue 13) trains on passkey samples and scores
 # every variant at every eval length, 100 samples per cell.
 ADDED = {"trainers/train_classifier.py": {"weight_decay"}, "trainers/pretrain_mlm.py": {"weight_decay"},
-         "trainers/extrapolation.py": {"weight_decay", "passkey_fraction", "passkey_answer_weight"},
+         "trainers/extrapolation.py": {"weight_decay", "passkey_fraction", "passkey_answer_weight",
+                                       "export_max_new_tokens"},
          "trainers/finetune_bert.py": set()}
 REMOVED = {"trainers/extrapolation.py": {"epochs"}}
 REWORDED = {
     ("trainers/train_classifier.py", "hidden_dim"): "Model width.",
     ("trainers/pretrain_mlm.py", "warmup_fraction"): "Fraction of steps spent warming the learning rate up.",
     ("trainers/extrapolation.py", "warmup_fraction"): "Fraction of steps spent warming the learning rate up.",
+    ("trainers/extrapolation.py", "export"): (
+        "Export SavedModels from raw text: next-token top-k, and generation."),
     ("trainers/extrapolation.py", "passkey"): (
         "Also score passkey retrieval of every scheme and variant at each eval length."),
     ("trainers/extrapolation.py", "passkey_trials"): "Passkey samples per (scheme, variant, length).",
