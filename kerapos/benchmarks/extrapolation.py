@@ -432,8 +432,7 @@ class _BenchmarkTask(skeleton.SchemeSweep):
                     for t in test_documents
                 )),
             },
-            "machine": {"device": runtime.device_description(),
-                        "matmul_gflops": round(runtime.matmul_gflops(), 1)},
+            "machine": dict(runtime.machine()),
             "timings": {},
             "training": {},
             "exports": {},

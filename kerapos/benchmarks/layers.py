@@ -170,7 +170,7 @@ def main(argv):
     del argv
     shape = dict(batch=FLAGS.batch, seq=FLAGS.seq, heads=FLAGS.heads,
                  head_dim=FLAGS.head_dim, repeats=FLAGS.repeats)
-    machine = {"device": runtime.device_description(), "matmul_gflops": runtime.matmul_gflops()}
+    machine = dict(runtime.machine())
     print(f"{machine['device']}: float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s", flush=True)
     rows = measure(**shape, report=lambda line: print(line, flush=True))
     output_dir = pathlib.Path(FLAGS.output_dir)

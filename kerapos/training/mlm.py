@@ -394,6 +394,7 @@ class _MLMTask(skeleton.SchemeSweep):
             "flags": dataclasses.asdict(options),
             "preset": options.preset,
             "device": runtime.device_description(),
+            "machine": dict(runtime.machine()),
             "num_replicas": context.strategy.num_replicas_in_sync,
             "corpus": {
                 **corpus.info,

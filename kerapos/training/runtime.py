@@ -3,6 +3,7 @@ dtype policy, the device description written beside results, and the
 progress-bar choice."""
 
 import contextlib
+import functools
 import os
 import sys
 
@@ -60,6 +61,14 @@ def matmul_gflops(size=1024, repeats=10):
         tf.matmul(a, b).numpy()
         seconds.append(time.perf_counter() - started)
     return 2 * size**3 / statistics.median(seconds) / 1e9
+
+
+@functools.cache
+def machine():
+    """`{"device": device_description(), "matmul_gflops": ...}`, measured once per
+    process: what every speed record carries, so that figures from different
+    machines compare (`python -m kerapos.benchmarks.machine` prints it)."""
+    return {"device": device_description(), "matmul_gflops": round(matmul_gflops(), 1)}
 
 
 def fit_verbosity():

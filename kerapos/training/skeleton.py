@@ -379,6 +379,7 @@ def fit_results(context, trained):
         ),
         "num_replicas": context.strategy.num_replicas_in_sync,
         "device": runtime.device_description(),
+        "machine": dict(runtime.machine()),
     }
 
 
