@@ -152,12 +152,17 @@ def _safetensors_shapes(file_path):
                     problem = f"its header length {header_length} exceeds the file"
                 else:
                     header = json.loads(handle.read(header_length))
-                    return {
-                        name: tuple(entry["shape"])
-                        for name, entry in header.items()
-                        if name != "__metadata__"
-                    }
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+                    tensors = {name: entry for name, entry in header.items()
+                               if name != "__metadata__"}
+                    data_end = max((int(entry["data_offsets"][1]) for entry in tensors.values()),
+                                   default=0)
+                    size = os.path.getsize(file_path)
+                    if 8 + header_length + data_end > size:
+                        problem = (f"it is truncated ({size} bytes, its header needs "
+                                   f"{8 + header_length + data_end})")
+                    else:
+                        return {name: tuple(entry["shape"]) for name, entry in tensors.items()}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError) as error:
         problem = f"its header cannot be parsed ({error})"
     raise CheckpointError(
         f"{file_path} is not a valid safetensors file: {problem}; re-download "

@@ -67,7 +67,9 @@ def load_language_model(path):
         `(model, tokenizer, sidecar dict)`.
 
     Raises:
-        ValueError: `path` is not a `.keras` file, or its sidecar is missing.
+        ValueError: `path` is not a `.keras` file, it or its sidecar is
+            missing, unreadable or corrupt, or the `.keras` file holds
+            another model than the sidecar describes.
     """
     path = pathlib.Path(path)
     sidecar_path = path.with_suffix(SIDECAR_SUFFIX)
@@ -81,6 +83,60 @@ def load_language_model(path):
             f"{sidecar_path} is missing: it holds the tokenizer and training "
             f"length of {path.name}, and is written beside it by the trainer."
         )
-    sidecar = json.loads(sidecar_path.read_text())
-    model = keras.saving.load_model(path)
-    return model, tokenizer_from_config(sidecar["tokenizer"]), sidecar
+    sidecar = _read_sidecar(sidecar_path)
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:  # zip, h5 and deserialization errors alike
+        raise ValueError(
+            f"cannot load {path} ({type(error).__name__}: {_first_line(error)}): the file is "
+            "truncated or not a kerapos model; train it again or pass another .keras file."
+        ) from None
+    _check_model_matches(path, model, sidecar)
+    try:
+        tokenizer = tokenizer_from_config(sidecar["tokenizer"])
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{sidecar_path}: bad tokenizer config ({_first_line(error)}); "
+                         "it was not written by the trainer.") from None
+    return model, tokenizer, sidecar
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _read_sidecar(sidecar_path):
+    try:
+        sidecar = json.loads(sidecar_path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(
+            f"cannot read {sidecar_path} as JSON ({_first_line(error)}): the sidecar is "
+            "corrupt; train the model again (it is written beside the .keras file)."
+        ) from None
+    missing = [key for key in ("build_config", "tokenizer", "train_length")
+               if not isinstance(sidecar, dict) or key not in sidecar]
+    if missing or not isinstance(sidecar.get("build_config"), dict):
+        raise ValueError(f"{sidecar_path} lacks {', '.join(missing) or 'a build_config object'}: "
+                         "it was not written by the trainer; train the model again.")
+    return sidecar
+
+
+def _check_model_matches(path, model, sidecar):
+    """Refuses a `.keras` file of another model than `sidecar` describes."""
+    build = sidecar["build_config"]
+    expected_name = f"causal_lm_{build.get('position')}"
+    try:
+        embedding = model.get_layer("token_embedding")
+        sizes = {"vocab_size": embedding.input_dim, "hidden_dim": embedding.output_dim}
+    except (AttributeError, ValueError):
+        sizes = None
+    found = [] if sizes is None else [
+        f"{key}={value} (sidecar: {build[key]})"
+        for key, value in sizes.items() if key in build and build[key] != value]
+    if sizes is None or model.name != expected_name or found:
+        what = ", ".join(found) if found else f"a {type(model).__name__} named {model.name!r}"
+        raise ValueError(
+            f"{path} holds another model than {path.with_suffix(SIDECAR_SUFFIX).name} describes "
+            f"(expected a {expected_name} language model; it has {what}): pass the .keras "
+            "file written with that sidecar."
+        )

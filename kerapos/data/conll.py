@@ -278,7 +278,8 @@ def read_conll(path_or_lines, token_column=0, tag_column=-1):
 
     Raises:
         ConllError (a ValueError): the file is missing or not UTF-8, or a
-            line has too few columns (its line number is given).
+            line has too few columns, or not as many as the first token line
+            (ragged columns; its line number is given).
     """
     token_column = checks.integer(token_column, "token_column")
     tag_column = checks.integer(tag_column, "tag_column")
@@ -301,6 +302,7 @@ def read_conll(path_or_lines, token_column=0, tag_column=-1):
     minimum_columns = max(2, _columns_needed(token_column), _columns_needed(tag_column))
 
     sentences, tokens, tags = [], [], []
+    first_width = None  # (columns, line number) of the first token line
     for line_number, line in enumerate(lines, start=1):
         if not isinstance(line, str):
             raise ValueError(
@@ -318,6 +320,14 @@ def read_conll(path_or_lines, token_column=0, tag_column=-1):
                 f"{origin} line {line_number}: {len(columns)} column(s) in "
                 f"{line.rstrip()!r}, need at least {minimum_columns} for "
                 f"token_column={token_column} and tag_column={tag_column}"
+            )
+        if first_width is None:
+            first_width = (len(columns), line_number)
+        elif len(columns) != first_width[0]:
+            raise ConllError(
+                f"{origin} line {line_number}: {len(columns)} column(s) in "
+                f"{line.rstrip()!r}, but line {first_width[1]} has {first_width[0]}; "
+                "the columns are ragged: give every token line the same columns"
             )
         if token_column % len(columns) == tag_column % len(columns):
             raise ConllError(

@@ -442,6 +442,13 @@ def _parse_examples(file_path, content, split, class_names):
         text, label = example["text"], example["label"]
         if not isinstance(text, str) or not text.strip():
             raise sources.DataError(f"{where}: 'text' must be a non-empty string")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate escape such as "\ud800"
+            raise sources.DataError(
+                f"{where}: 'text' holds {text[error.start]!r} at character {error.start}, "
+                "a lone surrogate that is not valid Unicode; fix the \\u escape in the file"
+            ) from None
         if isinstance(label, str) and label in class_names:
             label = class_names.index(label)
         if not checks.is_integer(label) or not 0 <= label < len(class_names):
