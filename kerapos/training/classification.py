@@ -233,14 +233,16 @@ class _ClassificationTask(skeleton.Task):
         }
 
     def finish(self, context):
-        options, test_accuracy = self.options, self.results["test_accuracy"]
-        log_dir = context.log_dir()
-        with tf.summary.create_file_writer(str(log_dir / "test")).as_default():
-            for key, value in test_accuracy.items():
+        writer = tf.summary.create_file_writer(str(context.log_dir() / "test"))
+        with writer.as_default():
+            for key, value in self.results["test_accuracy"].items():
                 tf.summary.scalar(f"test_accuracy_{key}", value, step=0)
-        kp_callbacks.write_hparams(
-            log_dir,
-            {
+        writer.close()
+
+    def hparams(self):
+        options = self.options
+        return kp_callbacks.HParams(
+            values={
                 "model": options.model,
                 "position": options.position,
                 "max_length": options.max_length,
@@ -250,17 +252,27 @@ class _ClassificationTask(skeleton.Task):
                 "mixed_precision": options.mixed_precision,
                 "logn_scaling": options.logn_scaling,
             },
-            {"epoch_accuracy": "accuracy",
-             **{f"test_accuracy_{k}": f"test accuracy @ {k}" for k in test_accuracy}},
+            metrics=(
+                ("validation", "epoch_accuracy", "validation accuracy"),
+                *(("test", f"test_accuracy_{key}", f"test accuracy @ {key}")
+                  for key, _ in self.evaluation_lengths(None)),
+                ("train", "epoch_accuracy", "train accuracy"),
+            ),
+            compared=("model", "position"),
+            domains={"model": sorted(CLASSIFIERS), "position": positions.available()},
         )
-        matrix = images.position_similarity(
-            self.model, options.position, min(options.max_length, 256)
-        )
-        if matrix is not None:
-            kp_callbacks.write_matrix_image(
-                log_dir, "position_similarity", matrix,
-                description=f"{options.position}: similarity of positions 0..{len(matrix) - 1}",
-            )
+
+    def callbacks(self, context, name, inputs):
+        if not context.chief:
+            return []
+        options = self.options
+        return [kp_callbacks.MatrixImageEachEpoch(
+            context.log_dir(), "position_similarity",
+            lambda model: images.position_similarity(
+                model, options.position, min(options.max_length, 256)),
+            description=lambda matrix: (
+                f"{options.position}: similarity of positions 0..{len(matrix) - 1}"),
+        )]
 
 
 def _compile_arguments():

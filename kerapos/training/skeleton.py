@@ -15,12 +15,16 @@ length-extrapolation benchmark:
    run in the strategy's scope, and the model is compiled with AdamW on a
    linear warm-up + cosine schedule with gradient clipping (`optimizer`);
 4. `fit` runs with the standard callbacks (`callbacks`): backup/resume,
-   the learning rate per step, TensorBoard, early stopping and the best
-   epoch's weights;
+   the learning rate per step, TensorBoard (flushed at every epoch end),
+   early stopping and the best epoch's weights;
 5. the model is evaluated at every length (`Task.evaluation_lengths`,
    `Task.evaluate_length`) and, on the chief, exported (`Task.export`);
 6. results.json is rewritten atomically after every model and at the end,
    with command.txt (the command line) beside it.
+
+A task with `Task.hparams` is a session of TensorBoard's HParams dashboard
+(`hparams_session`), named after the run, from its start (a running or
+killed run is listed) to its end (success, or failure with the error).
 
 Example:
 ```python
@@ -233,6 +237,12 @@ class Task:
     def finish(self, context):
         """Last words after every model: summaries, tables, plots (chief only)."""
 
+    def hparams(self):
+        """The run's `kerapos.training.callbacks.HParams` for TensorBoard's
+        HParams dashboard, written when the run starts and ended when it
+        ends (`hparams_session`); None: none."""
+        return None
+
 
 class SchemeSweep(Task):
     """A task that trains one model per position scheme (options `schemes`),
@@ -260,22 +270,53 @@ def run(task, command=None):
         keras.utils.set_random_seed(options.seed)
     with runtime.dtype_policy(options.mixed_precision):
         context = _context(options, options.results_dir)
-        task.prepare(context)
-        for name in task.model_names():
-            trained = task.after_fit(context, train(task, context, name))
-            with expecting(task.expected_warnings):
-                scores = task.evaluate(context, trained)
-            exports = task.export(context, trained) if context.chief else {}
-            task.record(context, trained, scores, exports)
-            if context.chief:
-                atomic.write_json(context.output_dir / RESULTS_FILE, task.results)
-        if context.chief:
-            task.finish(context)
-            atomic.write_json(context.output_dir / RESULTS_FILE, task.results)
-            if command:
-                atomic.write_text(context.output_dir / COMMAND_FILE, command + "\n")
-            logging.info(f"[kerapos] results: {context.output_dir / RESULTS_FILE}")
+        with hparams_session(task, context):
+            _run(task, context, command)
     return task.results
+
+
+def _run(task, context, command):
+    task.prepare(context)
+    for name in task.model_names():
+        trained = task.after_fit(context, train(task, context, name))
+        with expecting(task.expected_warnings):
+            scores = task.evaluate(context, trained)
+        exports = task.export(context, trained) if context.chief else {}
+        task.record(context, trained, scores, exports)
+        if context.chief:
+            atomic.write_json(context.output_dir / RESULTS_FILE, task.results)
+    if context.chief:
+        task.finish(context)
+        atomic.write_json(context.output_dir / RESULTS_FILE, task.results)
+        if command:
+            atomic.write_text(context.output_dir / COMMAND_FILE, command + "\n")
+        logging.info(f"[kerapos] results: {context.output_dir / RESULTS_FILE}")
+
+
+@contextlib.contextmanager
+def hparams_session(task, context):
+    """The run as a session of TensorBoard's HParams dashboard (chief only,
+    tasks whose `Task.hparams` is not None), in `context.log_dir()`: started
+    (flushed) when the block is entered, so a running or killed run is
+    listed; ended with success, or failure and the error, when it is left.
+    The session is named after the run (`output_dir`'s name)."""
+    hparams = task.hparams() if context.chief else None
+    if hparams is None:
+        yield
+        return
+    log_dir = context.log_dir()
+    kp_callbacks.start_hparams_session(log_dir, hparams, trial_id=run_name(context))
+    try:
+        yield
+    except BaseException as error:
+        kp_callbacks.end_hparams_session(log_dir, error)
+        raise
+    kp_callbacks.end_hparams_session(log_dir)
+
+
+def run_name(context):
+    """The run's name: its output directory's name (`runs/<name>`)."""
+    return context.output_dir.resolve().name
 
 
 def _context(options, output_dir):
@@ -346,7 +387,9 @@ def callbacks(task, context, name, inputs):
     update_freq = max(1, inputs.steps_per_epoch // task.tensorboard_points)
     standard = [
         kp_callbacks.LearningRateLogger(),  # before TensorBoard, which writes its logs
-        keras.callbacks.TensorBoard(str(context.log_dir(name)), update_freq=update_freq),
+        # flushed at every epoch end: epoch and validation curves show while it trains
+        kp_callbacks.flush_at_epoch_end(
+            keras.callbacks.TensorBoard(str(context.log_dir(name)), update_freq=update_freq)),
     ]
     if task.fault_tolerant:
         standard = [
