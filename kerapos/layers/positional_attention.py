@@ -218,8 +218,10 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
 
         Args:
             query: `[batch, T, features]`, the new tokens.
-            cache: `[batch, 2, S, num_heads, key_dim]`: the keys (index 0) and
-                values (index 1) of slots `0 .. S - 1`.
+            cache: `(keys [batch, S, num_heads, key_dim], values [batch, S,
+                num_heads, value_dim])` of slots `0 .. S - 1`. Two tensors,
+                not one stacked buffer: each step writes its slots in place
+                (a stack would copy the whole cache per layer and token).
             cache_index: int or scalar int tensor, the slots already filled.
             rotate_cached_keys: None (default: `caches_rotated_keys`) or
                 bool. False stores unrotated keys and rotates them by their
@@ -229,11 +231,6 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         Returns:
             `(outputs [batch, T, output features], updated cache)`.
         """
-        if self._value_dim != self._key_dim:
-            raise ValueError(
-                f"call_with_cache stacks keys and values in one buffer, so it "
-                f"needs value_dim == key_dim; got {self._value_dim} and {self._key_dim}."
-            )
         if rotate_cached_keys is None:
             rotate_cached_keys = self.caches_rotated_keys
         elif rotate_cached_keys and not self.caches_rotated_keys:
@@ -248,7 +245,8 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
         query_positions = ops.arange(ops.shape(query)[1], dtype="float32") + ops.cast(
             cache_index, "float32"
         )  # [T]
-        key_positions = ops.arange(ops.shape(cache)[2], dtype="float32")  # [S]
+        keys, values = cache
+        key_positions = ops.arange(ops.shape(keys)[1], dtype="float32")  # [S]
         held = ops.cast(cache_index + ops.shape(query)[1], "float32")  # tokens in the cache
         if self._rotates and self.context_extension is None:
             query_tokens = self._position_layer(
@@ -257,9 +255,9 @@ class PositionalMultiHeadAttention(keras.layers.MultiHeadAttention):
             if rotate_cached_keys:
                 new_keys = self._position_layer(new_keys, positions=query_positions, is_key=True)
         start = [0, cache_index, 0, 0]
-        keys = ops.slice_update(cache[:, 0], start, ops.cast(new_keys, cache.dtype))  # [B, S, N, H]
-        values = ops.slice_update(cache[:, 1], start, ops.cast(new_values, cache.dtype))
-        cache = ops.stack([keys, values], axis=1)  # [B, 2, S, N, H]
+        keys = ops.slice_update(keys, start, ops.cast(new_keys, keys.dtype))  # [B, S, N, H]
+        values = ops.slice_update(values, start, ops.cast(new_values, values.dtype))
+        cache = (keys, values)
         keys = ops.cast(keys, query_tokens.dtype)
         values = ops.cast(values, query_tokens.dtype)
         if self._rotates and self.context_extension is None and not rotate_cached_keys:

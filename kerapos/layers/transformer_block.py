@@ -158,8 +158,8 @@ class TransformerBlock(keras.layers.Layer):
         Args:
             inputs: `[batch, T, hidden_dim]`, the new tokens, at positions
                 `cache_index .. cache_index + T - 1`.
-            cache: `[batch, 2, S, num_heads, hidden_dim // num_heads]`, this
-                block's keys and values (`PositionalMultiHeadAttention.call_with_cache`).
+            cache: this block's `(keys, values)`, each `[batch, S, num_heads,
+                hidden_dim // num_heads]` (`PositionalMultiHeadAttention.call_with_cache`).
             cache_index: int or scalar int tensor, the slots already filled.
             rotate_cached_keys: passed to the attention's `call_with_cache`.
 

@@ -1,8 +1,8 @@
 """Fast decoding from a causal LM: a key/value cache and a compiled sampling loop.
 
 `CachedDecoder` runs the layers of a `build_causal_lm` model on new tokens
-against a fixed-size key/value cache (one `[batch, 2, S, heads, head_dim]`
-buffer per block, stacked): a prompt is prefilled in one call, then one or
+against a fixed-size key/value cache (a `[batch, S, heads, head_dim]` keys
+and values buffer per block, written in place): a prompt is prefilled in one call, then one or
 several tokens go in per step, each costing O(S) instead of a full pass over
 the context. Every scheme and inference-time variant gives the uncached
 model's logits (`PositionalMultiHeadAttention.call_with_cache` says how).
@@ -118,11 +118,11 @@ class CachedDecoder:
         return total_length
 
     def init_cache(self, batch_size, capacity):
-        """An empty cache `[batch, num_layers, 2, capacity, heads, head_dim]`."""
-        return tf.zeros(
-            [batch_size, len(self.blocks), 2, capacity, self.num_heads, self.head_dim],
-            self.blocks[0].attention.compute_dtype,
-        )
+        """An empty cache: per block, `(keys, values)` of zeros
+        `[batch, capacity, heads, head_dim]`."""
+        shape = [batch_size, capacity, self.num_heads, self.head_dim]
+        dtype = self.blocks[0].attention.compute_dtype
+        return tuple((tf.zeros(shape, dtype), tf.zeros(shape, dtype)) for _ in self.blocks)
 
     def call_with_cache(self, token_ids, cache, cache_index):
         """Logits of new tokens at positions `cache_index ..`, and the updated cache.
@@ -141,14 +141,14 @@ class CachedDecoder:
             x = self.input_positions(x, start_index=cache_index)
         rotate_cached_keys = False if self.streams else None
         layer_caches = []
-        for index, block in enumerate(self.blocks):
-            x, layer_cache = block.call_with_cache(
-                x, cache[:, index], cache_index, rotate_cached_keys=rotate_cached_keys
+        for block, block_cache in zip(self.blocks, cache):
+            x, block_cache = block.call_with_cache(
+                x, block_cache, cache_index, rotate_cached_keys=rotate_cached_keys
             )
-            layer_caches.append(layer_cache)
+            layer_caches.append(block_cache)
         x = self.final_norm(x)
         logits = tf.cast(self.embedding(x, reverse=True), tf.float32)  # [batch, T, vocab]
-        return logits, tf.stack(layer_caches, axis=1)
+        return logits, tuple(layer_caches)
 
     def evict(self, cache, slot):
         """Makes room for a token at `slot` in an attention-sink cache.
@@ -159,14 +159,16 @@ class CachedDecoder:
         Returns:
             `(cache, the slot to write)`.
         """
-        capacity = tf.shape(cache)[3]
+        capacity = tf.shape(cache[0][0])[1]
         full = slot >= capacity
         sinks = self.sink_tokens
-        shifted = tf.concat(
-            [cache[:, :, :, :sinks], cache[:, :, :, sinks + 1:], tf.zeros_like(cache[:, :, :, :1])],
-            axis=3,
-        )  # [batch, layers, 2, capacity, heads, head_dim]
-        return tf.where(full, shifted, cache), tf.minimum(slot, capacity - 1)
+
+        def shifted(buffer):  # [batch, capacity, heads, head_dim]
+            return tf.concat(
+                [buffer[:, :sinks], buffer[:, sinks + 1:], tf.zeros_like(buffer[:, :1])], axis=1)
+
+        cache = tf.nest.map_structure(lambda buffer: tf.where(full, shifted(buffer), buffer), cache)
+        return cache, tf.minimum(slot, capacity - 1)
 
 
 def check_sampling(max_new_tokens, temperature, top_k, top_p, stop_token, vocab_size):
