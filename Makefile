@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kerapos-installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test lint venv data bench-layers clean
+.PHONY: run test lint venv data bench-layers bench-generate clean
 
 $(STAMP): requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ lint: venv
 
 bench-layers: venv
 	$(PY) -m kerapos.benchmarks.layers --output_dir=benchmarks/layers
+
+bench-generate: venv
+	$(PY) -m kerapos.benchmarks.generation --output_dir=benchmarks/generation
 
 clean:
 	rm -rf $(VENV) build *.egg-info
