@@ -299,19 +299,24 @@ def child(out_fd, final):
         writer.write_saved_model(base, endpoints, track=(layer,))  # the one killed
     os._exit(0)
 
-rng = random.Random(seed)
-trials = []
-verified = set()  # versions a child loaded; children inherit it through fork
-estimate = None  # seconds the killed export runs, from the exports not killed
-while len([t for t in trials if t["killed"]]) < kills_wanted and len(trials) < max_trials:
-    final = False
+def fork_child(final):
+    # Forks a child running child(..., final); returns (pid, the pipe it reports on).
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
         child(write_fd, final)
     os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
+    return pid, os.fdopen(read_fd)
+
+
+rng = random.Random(seed)
+trials = []
+verified = set()  # versions a child loaded; children inherit it through fork
+estimate = None  # seconds the killed export runs, from the exports not killed
+while len([t for t in trials if t["killed"]]) < kills_wanted and len(trials) < max_trials:
+    pid, pipe = fork_child(False)
+    with pipe:
         line = pipe.readline()
         report = json.loads(line) if line else {"error": "child died before reporting"}
         if "fresh_seconds" in report:
@@ -336,13 +341,8 @@ while len([t for t in trials if t["killed"]]) < kills_wanted and len(trials) < m
     if "error" in report:
         break
 
-read_fd, write_fd = os.pipe()
-pid = os.fork()
-if pid == 0:
-    os.close(read_fd)
-    child(write_fd, True)
-os.close(write_fd)
-with os.fdopen(read_fd) as pipe:
+pid, pipe = fork_child(True)
+with pipe:
     line = pipe.readline()
 os.waitpid(pid, 0)
 final_report = json.loads(line) if line else {"error": "final check died"}
