@@ -59,7 +59,7 @@ PRESETS = {
         train_length=16, steps=4, batch_size=4, learning_rate=3e-3,
         num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
         dropout=0.0, max_eval_tokens=48, eval_batch_size=8, passkey_trials=2,
-        passkey_fraction=0.0, passkey_answer_weight=1.0,
+        passkey_fraction=0.0, passkey_answer_weight=1.0, export_max_new_tokens=16,
     ),
     "cpu": dict(
         train_length=64, steps=1200, batch_size=32, learning_rate=2e-3,

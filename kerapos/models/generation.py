@@ -42,6 +42,7 @@ from keras import ops
 
 from kerapos import positions
 from kerapos.models.causal_lm import EMPTY_PROMPT_CONTEXT
+from kerapos.models.causal_lm import last_logits_function
 from kerapos.utils import checks
 
 # Prompt buffers are padded up to a multiple of this, so prompts of nearby
@@ -73,7 +74,6 @@ class CachedDecoder:
     """
 
     def __init__(self, model, sink_tokens=None, window=None):
-        self.model = model
         self.embedding = model.get_layer("token_embedding")
         self.embedding_scale = model.get_layer("embedding_scale")
         self.blocks = [layer for layer in model.layers if layer.name.startswith("block_")]
@@ -330,17 +330,6 @@ def make_cached_loop(decoder, jit_compile=True):
     return tf.function(loop, jit_compile=jit_compile, reduce_retracing=True)
 
 
-def uncached_logits_function(model):
-    """Traced `ids [batch, seq] -> float32 logits of the last position [batch, vocab]`:
-    the uncached path, a full pass over the context per token."""
-
-    @tf.function(reduce_retracing=True)
-    def last_logits(token_ids):
-        return tf.cast(model(token_ids, training=False)[:, -1, :], tf.float32)
-
-    return last_logits
-
-
 class Generator:
     """`generate` with its compiled functions kept for the next call.
 
@@ -357,7 +346,6 @@ class Generator:
 
     def __init__(self, model, cache=True, context_length=None, sink_tokens=None, window=None,
                  jit_compile=True):
-        self.model = model
         self.cache = bool(cache)
         self.context_length = checks.integer(
             context_length, "context_length", minimum=1, allow_none=True)
@@ -366,7 +354,7 @@ class Generator:
         self.decoder = CachedDecoder(model, sink_tokens=sink_tokens, window=window)
         self.vocab_size = self.decoder.embedding.input_dim
         self._loop = make_cached_loop(self.decoder, jit_compile=jit_compile)
-        self._last_logits = uncached_logits_function(model)
+        self._last_logits = last_logits_function(model)  # the uncached path
         self._advance = tf.function(_advance, reduce_retracing=True)
 
     def __call__(self, prompts, max_new_tokens, temperature=0.0, top_k=None, top_p=None,

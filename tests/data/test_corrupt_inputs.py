@@ -12,6 +12,7 @@ file that is not one at all, a keras-hub preset of another model, a broken
 `encoder.keras` (tests/checkpoints/test_bert.py).
 """
 
+import concurrent.futures
 import json
 import shutil
 import struct
@@ -293,26 +294,29 @@ def test_truncated_language_model_or_sidecar_is_refused(lm_files, tmp_path):
 def test_trainers_print_one_error_line_for_corrupt_inputs(tmp_path, lm_files):
     dataset = tmp_path / "surrogate.json"
     dataset.write_text(json.dumps(_VALID).replace('"good"', '"go\\ud800od"', 1), "utf-8")
-    classifier = run_script_cases("trainers/train_classifier.py", [[
-        f"--dataset={dataset}", "--max_length=16", "--vocab_size=200", "--num_layers=1",
-        "--hidden_dim=16", "--num_heads=2", "--intermediate_dim=32",
-        f"--model_dir={tmp_path / 'c_run'}", f"--export_dir={tmp_path / 'c_exports'}",
-    ]], tmp_path / "classifier_out", timeout=300)
-
     checkpoint = tmp_path / "truncated_ckpt"
     size, _ = _fake_hf_checkpoint(checkpoint)
     (checkpoint / "model.safetensors").write_bytes(
         (checkpoint / "model.safetensors").read_bytes()[: size - 8])
-    finetune = run_script_cases("trainers/finetune_bert.py", [[
-        f"--checkpoint={checkpoint}", f"--dataset={FIXTURE}", "--max_length=32",
-        f"--model_dir={tmp_path / 'b_run'}", f"--export_dir={tmp_path / 'b_exports'}",
-    ]], tmp_path / "finetune_out", timeout=300)
-
     impostor = tmp_path / "t5.keras"
     shutil.copy(lm_files["alibi"], impostor)
     shutil.copy(lm_files["t5"].with_suffix(".json"), impostor.with_suffix(".json"))
-    generate = run_script_cases("trainers/generate.py", [[f"--model_path={impostor}"]],
-                                tmp_path / "generate_out", timeout=300)
+    runs = [
+        ("trainers/train_classifier.py", [
+            f"--dataset={dataset}", "--max_length=16", "--vocab_size=200", "--num_layers=1",
+            "--hidden_dim=16", "--num_heads=2", "--intermediate_dim=32",
+            f"--model_dir={tmp_path / 'c_run'}", f"--export_dir={tmp_path / 'c_exports'}"],
+         "classifier_out"),
+        ("trainers/finetune_bert.py", [
+            f"--checkpoint={checkpoint}", f"--dataset={FIXTURE}", "--max_length=32",
+            f"--model_dir={tmp_path / 'b_run'}", f"--export_dir={tmp_path / 'b_exports'}"],
+         "finetune_out"),
+        ("trainers/generate.py", [f"--model_path={impostor}"], "generate_out"),
+    ]
+    # The three trainers' warm processes at once (each mostly imports TensorFlow).
+    with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
+        classifier, finetune, generate = pool.map(
+            lambda run: run_script_cases(run[0], [run[1]], tmp_path / run[2], timeout=300), runs)
 
     for [result], message in [
         (classifier, f"error: {dataset}: train[1]: 'text' holds '\\ud800'"),

@@ -8,7 +8,7 @@ import json
 import keras
 import pytest
 from helpers import assert_warmup_replays
-from helpers import run_python
+from helpers import run_python_together
 
 from kerapos.data.byte_tokenizer import ByteTokenizer
 from kerapos.export.generation import export_generation_model
@@ -55,8 +55,12 @@ def exported(tmp_path_factory):
     path = export_generation_model(model, ByteTokenizer(), tmp_path_factory.mktemp("gen") / "lm",
                                    max_context=MAX_CONTEXT, max_new_tokens=MAX_NEW,
                                    max_new_tokens_limit=LIMIT)
-    result = run_python(["-c", _FRESH, str(path), json.dumps(TEXTS), json.dumps(SAMPLING)])
-    return model, path, json.loads(result.stdout.strip().splitlines()[-1])
+    # The TensorFlow-only reload and `kerapos.serving check`, in two fresh processes at once.
+    fresh, check = run_python_together([
+        ["-c", _FRESH, str(path), json.dumps(TEXTS), json.dumps(SAMPLING)],
+        ["-m", "kerapos.serving", "check", str(path)],
+    ])
+    return model, path, json.loads(fresh.stdout.strip().splitlines()[-1]), json.loads(check.stdout)
 
 
 def _prompts():
@@ -64,7 +68,7 @@ def _prompts():
 
 
 def test_greedy_export_equals_keras_in_a_fresh_process(exported):
-    model, _, answer = exported
+    model, _, answer, _ = exported
     expected = Generator(model, context_length=MAX_CONTEXT)(_prompts(), MAX_NEW)
     served = answer["greedy"]
     assert served["generated_lengths"] == [len(row) for row in expected]
@@ -75,7 +79,7 @@ def test_greedy_export_equals_keras_in_a_fresh_process(exported):
 
 
 def test_sampled_export_equals_keras_for_the_seed(exported):
-    model, _, answer = exported
+    model, _, answer, _ = exported
     settings = dict(SAMPLING)
     expected = Generator(model, context_length=MAX_CONTEXT)(
         _prompts(), settings.pop("max_new_tokens"), **settings)
@@ -92,10 +96,9 @@ def test_bad_settings_are_invalid_argument_naming_the_input(exported):
 
 
 def test_generation_export_warmup_and_hostile_inputs(exported):
-    _, path, _ = exported
+    _, path, _, report = exported
     assert_warmup_replays(path, output_names=("generated_text", "generated_ids",
                                               "generated_lengths"))
-    report = json.loads(run_python(["-m", "kerapos.serving", "check", str(path)]).stdout)
     assert report["cases"]["batch of 1024"]["generated_ids"] == [1024, MAX_NEW]
     assert report["cases"]["batch of 0"]["generated_text"] == [0]
 

@@ -14,9 +14,13 @@ from kerapos.utils import atomic
 
 # Rewrites the file as fast as it can, each version ~1 MB, so a kill at a
 # random moment lands inside a write most of the time.
+# The module is loaded from its file: importing the kerapos package would
+# start TensorFlow in every writer.
 _WRITER = r"""
-import sys
-from kerapos.utils import atomic
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("atomic", sys.argv[2])
+atomic = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(atomic)
 path, n = sys.argv[1], 0
 while True:
     n += 1
@@ -29,7 +33,7 @@ def test_json_killed_mid_write_is_whole(tmp_path):
     rng = random.Random(0)
     versions = []
     for _ in range(10):
-        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)])
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), atomic.__file__])
         try:
             deadline = time.time() + 60
             while not path.exists() and time.time() < deadline:
