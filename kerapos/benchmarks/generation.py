@@ -58,7 +58,7 @@ FULL = dict(num_layers=4, hidden_dim=256, num_heads=4, intermediate_dim=1024, vo
             prompt_tokens=512, new_tokens=512, batches=(1, 8), contexts=(256, 1024, 4096),
             decode_steps=20)
 SMOKE = dict(num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32, vocab_size=256,
-             prompt_tokens=8, new_tokens=8, batches=(1,), contexts=(8, 16), decode_steps=2)
+             prompt_tokens=8, new_tokens=8, batches=(1,), contexts=(8,), decode_steps=2)
 
 # Goals: (key, text, threshold); each ratio must be >= its threshold.
 UNCACHED_GOAL = 10.0

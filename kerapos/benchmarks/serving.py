@@ -66,7 +66,7 @@ def write_exports(base, smoke=False):
                 else dict(num_layers=2, hidden_dim=128, num_heads=4, intermediate_dim=512))
     language_model = build_causal_lm(256, "rotary", **lm_sizes)
     context = 16 if smoke else 64
-    bert_length = 32 if smoke else 128
+    bert_length = 16 if smoke else 128
     backbone, tokenizer = load_bert_checkpoint(default_checkpoint())
     sequence = bert_tasks.build_sequence_classifier(backbone, num_classes=2, dropout=0.0)
     token = bert_tasks.build_token_classifier(backbone, num_labels=3, dropout=0.0)
