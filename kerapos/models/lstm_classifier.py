@@ -1,6 +1,7 @@
 """The LSTM text classifier with a selectable input position encoding."""
 
 import keras
+from keras import ops
 
 from kerapos import positions
 from kerapos.models.embedding import embed_tokens
@@ -59,3 +60,43 @@ def build_lstm_classifier(
         num_classes, activation="softmax", dtype="float32", name="probabilities"
     )(x)
     return keras.Model(token_ids, probabilities, name=f"lstm_{position}")
+
+
+def build_truncation_model(classifier, lengths):
+    """The LSTM classifier's probabilities for several truncations of its input, in one pass.
+
+    A left-to-right LSTM whose position encoding does not depend on the
+    input's length ("none", "sinusoidal", a learned table within its size)
+    is in the same state after the first `L` tokens of a review as at the
+    end of the review truncated to `L` tokens. So one pass over untruncated
+    inputs, read at step `min(L, length) - 1`, scores every truncation length
+    `L` at once: the cost of the longest evaluation instead of their sum.
+    Dropout (inference) is left out; weights are shared with `classifier`.
+
+    Args:
+        classifier: a model from `build_lstm_classifier`.
+        lengths: truncation lengths, each an int >= 1 or None (untruncated).
+
+    Returns:
+        A `keras.Model` from int token ids `[batch, seq]`, right-padded with
+        0, to probabilities `[batch, len(lengths), num_classes]`.
+    """
+    lengths = [None if n is None else checks.integer(n, "length", minimum=1) for n in lengths]
+    lstm = classifier.get_layer("lstm")
+    every_step = keras.layers.LSTM.from_config(
+        {**lstm.get_config(), "return_sequences": True, "name": "lstm_every_step"}
+    )
+    token_ids = classifier.input
+    features = keras.tree.flatten(lstm.input)[0]  # [batch, seq, embedding_dim]; then its mask
+    not_padding = ops.not_equal(token_ids, 0)  # [batch, seq]
+    states = every_step(features, mask=not_padding)  # [batch, seq, lstm_units]
+    every_step.set_weights(lstm.get_weights())
+    valid = ops.sum(ops.cast(not_padding, "int32"), axis=1)  # [batch]
+    # [batch, len(lengths)]: the last step each truncation reads
+    read_at = ops.stack([valid if n is None else ops.minimum(valid, n) for n in lengths], axis=1)
+    last = ops.take_along_axis(states, ops.expand_dims(ops.maximum(read_at - 1, 0), -1), axis=1)
+    # An empty input leaves the LSTM in its initial (zero) state.
+    last = ops.where(ops.expand_dims(read_at > 0, -1), last, ops.zeros_like(last))
+    hidden = classifier.get_layer("hidden")(last)  # [batch, len(lengths), hidden_units]
+    probabilities = classifier.get_layer("probabilities")(hidden)  # [batch, len(lengths), classes]
+    return keras.Model(token_ids, probabilities, name=f"{classifier.name}_truncations")

@@ -12,6 +12,7 @@ import dataclasses
 import pathlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -23,6 +24,7 @@ from kerapos.layers.learned_position_embedding import EXTEND_METHODS
 from kerapos.metrics import position_images as images
 from kerapos.models import CLASSIFIERS
 from kerapos.models import build_classifier_from_options
+from kerapos.models.lstm_classifier import build_truncation_model
 from kerapos.training import callbacks as kp_callbacks
 from kerapos.training import skeleton
 from kerapos.training.options import EarlyStoppingOptions
@@ -187,6 +189,24 @@ class _ClassificationTask(skeleton.Task):
         lengths = sorted({int(n) for n in self.options.eval_max_lengths})
         return [*((str(n), n) for n in lengths), ("full", None)]
 
+    def evaluate(self, context, trained):
+        if self.options.model != "lstm" or positions.scheme(self.options.position).bounded:
+            return super().evaluate(context, trained)
+        # Positions that do not depend on the length: one pass over untruncated
+        # reviews scores every truncation length (`build_truncation_model`).
+        keys, lengths = zip(*self.evaluation_lengths(trained.name))
+        with trained.strategy.scope():
+            model = build_truncation_model(trained.model, lengths)
+        correct, count = np.zeros(len(keys)), 0
+        for token_ids, labels in self._batches(self.test_ids, self.data.test.labels, None):
+            predicted = np.argmax(model.predict_on_batch(token_ids), axis=-1)  # [batch, len(keys)]
+            correct += np.sum(predicted == labels.numpy()[:, None], axis=0)
+            count += len(labels)
+        scores = {key: float(hits / max(count, 1)) for key, hits in zip(keys, correct)}
+        for key, accuracy in scores.items():
+            _log_accuracy(key, accuracy)
+        return scores
+
     def evaluate_length(self, context, trained, key, length):
         options = self.options
         model = skeleton.model_for_length(
@@ -196,7 +216,7 @@ class _ClassificationTask(skeleton.Task):
         )
         test = self._batches(self.test_ids, self.data.test.labels, length)
         accuracy = float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
-        logging.info(f"[kerapos] test accuracy @ {key:>5} tokens: {accuracy:.4f}")
+        _log_accuracy(key, accuracy)
         return accuracy
 
     def export(self, context, trained):
@@ -273,6 +293,10 @@ class _ClassificationTask(skeleton.Task):
             description=lambda matrix: (
                 f"{options.position}: similarity of positions 0..{len(matrix) - 1}"),
         )]
+
+
+def _log_accuracy(key, accuracy):
+    logging.info(f"[kerapos] test accuracy @ {key:>5} tokens: {accuracy:.4f}")
 
 
 def _compile_arguments():

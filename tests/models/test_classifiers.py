@@ -8,6 +8,7 @@ from kerapos import positions
 from kerapos.layers.masked_pooling import MaskedPooling
 from kerapos.layers.transformer_block import TransformerBlock
 from kerapos.models import build_classifier
+from kerapos.models.lstm_classifier import build_truncation_model
 
 INPUT_SCHEMES = [n for n in positions.available() if positions.where(n) != "attention"]
 TINY_TRANSFORMER = dict(num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32)
@@ -63,6 +64,24 @@ def test_word_dropout_drops_whole_tokens_only_while_training(model):
     assert abs(zeroed.mean() - rate) < 0.03, zeroed.mean()  # 2,048 tokens
     before, after = (keras.ops.convert_to_numpy(t) for t in probe(ids, training=False))
     np.testing.assert_array_equal(after, before)
+
+
+@pytest.mark.parametrize("position", ["none", "sinusoidal"])
+def test_truncation_model_equals_the_classifier_on_each_truncation(position):
+    classifier = build_classifier("lstm", vocab_size=50, num_classes=3, position=position,
+                                  embedding_dim=16, lstm_units=16, hidden_units=8, dropout=0.3,
+                                  word_dropout=0.3)
+    rng = np.random.default_rng(2)
+    ids = rng.integers(1, 50, size=(6, 40)).astype("int32")
+    for row, length in enumerate([40, 31, 12, 7, 1, 0]):  # right-padded, one empty row
+        ids[row, length:] = 0
+    lengths = [5, 12, 30, None]
+    one_pass = keras.ops.convert_to_numpy(build_truncation_model(classifier, lengths)(ids))
+    assert one_pass.shape == (6, len(lengths), 3)
+    for column, length in enumerate(lengths):
+        truncated = ids if length is None else ids[:, :length]
+        np.testing.assert_allclose(one_pass[:, column], classifier.predict(truncated, verbose=0),
+                                   atol=1e-6, err_msg=str(length))
 
 
 def test_lstm_rejects_attention_schemes():

@@ -27,6 +27,8 @@ from helpers import run_python
 from helpers import run_script_cases
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from kerapos.data import text_pipeline
+from kerapos.data.imdb import load_classification_data
 from kerapos.training.classification import ClassifierOptions
 from kerapos.training.classification import run
 
@@ -173,6 +175,26 @@ def test_second_export_gets_version_2_and_mirrored_strategy_runs(cli_run, tmp_pa
     assert second["num_replicas"] == 2  # the two logical CPUs of tests/conftest.py
     assert set(second["test_accuracy"]) == {"16", "64", "full"}
     assert second["learned_extension"] == "interpolate"
+
+
+def test_one_pass_lstm_scores_equal_one_evaluation_per_length(tmp_path):
+    # The LSTM with sinusoidal positions is scored at every length in one pass
+    # over untruncated reviews; here each length is scored on its own, from
+    # classifier.keras, as the trainer did before.
+    results = run(_tiny_options(tmp_path, model="lstm", position="sinusoidal", dropout=0.3,
+                                word_dropout=0.3))
+    text_model = keras.saving.load_model(tmp_path / "run" / "classifier.keras", safe_mode=True)
+    classifier = text_model.get_layer("lstm_sinusoidal")
+    vectorizer = keras.layers.TextVectorization(
+        vocabulary=text_model.get_layer("vectorizer").get_vocabulary(), ragged=True)
+    test = load_classification_data(FIXTURE, validation_fraction=0.1, seed=0).test
+    token_ids = text_pipeline.tokenize(vectorizer, test.texts)
+    for key, length in [("16", 16), ("64", 64), ("full", None)]:
+        ids = text_pipeline.pad_batch(text_pipeline.truncate(token_ids, length))
+        predicted = np.argmax(classifier.predict(ids, verbose=0), axis=-1)
+        # float rounding may flip a prediction at probability 0.5, no more
+        assert abs(results["test_accuracy"][key] - np.mean(predicted == test.labels)) <= (
+            1.0 / len(test.labels)), key
 
 
 def test_main_job_resumes_after_kill(tmp_path):
