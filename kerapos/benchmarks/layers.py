@@ -8,10 +8,12 @@ For every kerapos layer with a keras-hub counterpart, and for
 context-extension method, its windows those the extrapolation benchmark uses
 for a model trained at a quarter of `--seq`), one step = forward, sum, gradients w.r.t.
 inputs and weights, inside one `tf.function` (XLA off and on). Candidates are
-timed round-robin in the same process (so machine load affects all alike)
-and the median of `--repeats` steps is reported with the ratio to the
-baseline measured in the same run, beside the machine's measured matmul
-GFLOP/s. Writes results.json and results.md.
+timed in interleaved rounds in the same process: each round runs one step
+of every candidate of a group in turn, so machine load affects all alike.
+Reported: the median step time over `--rounds` rounds and the ratio to the
+group's baseline, taken within each round, as its median and interquartile
+range (a difference is real when the range excludes 1), beside the
+machine's measured matmul GFLOP/s. Writes results.json and results.md.
 """
 
 import json
@@ -50,7 +52,8 @@ def define_flags():
     flags.DEFINE_integer("seq", 1024, "Sequence length.")
     flags.DEFINE_integer("heads", 8, "Attention heads.")
     flags.DEFINE_integer("head_dim", 64, "Size per head.")
-    flags.DEFINE_integer("repeats", 7, "Timed steps per candidate (median reported).")
+    flags.DEFINE_integer("rounds", 9, "Interleaved rounds, each one timed step per candidate.",
+                         lower_bound=1)
 
 
 def _step_fn(forward, inputs, layers, jit_compile):
@@ -109,7 +112,11 @@ def _candidates(batch, seq, heads, head_dim):
     return groups
 
 
-def measure(batch, seq, heads, head_dim, repeats, report=logging.info):
+def _quantile(values, q):
+    return float(np.quantile(np.asarray(values), q))
+
+
+def measure(batch, seq, heads, head_dim, rounds, report=logging.info):
     """Times every candidate (see the module docstring); `report` gets one
     line per candidate as it is measured. Returns the result rows."""
     rows = []
@@ -123,34 +130,40 @@ def measure(batch, seq, heads, head_dim, repeats, report=logging.info):
                     tf.nest.map_structure(lambda t: t.numpy(), step())
                 steps.append((name, step))
             times = {name: [] for name, _ in steps}
-            for _ in range(repeats):
-                for name, step in steps:  # round-robin
+            for _ in range(rounds):
+                for name, step in steps:  # one round: every candidate in turn
                     started = time.perf_counter()
                     tf.nest.map_structure(lambda t: t.numpy(), step())
                     times[name].append(time.perf_counter() - started)
-            baseline = statistics.median(times[steps[0][0]])
+            baseline = times[steps[0][0]]
             for name, _ in steps:
-                median = statistics.median(times[name])
-                rows.append({
+                # [rounds]: this candidate against the baseline of the same round
+                ratios = [ours / theirs for ours, theirs in zip(times[name], baseline)]
+                row = {
                     "group": group, "candidate": name, "xla": jit_compile,
-                    "median_ms": 1000 * median, "ratio_to_baseline": median / baseline,
-                    "baseline": steps[0][0],
-                })
-                report(f"{group:>10} xla={jit_compile!s:5} {name:38} {1000 * median:9.2f} ms "
-                       f"x{median / baseline:.3f}")
+                    "median_ms": 1000 * statistics.median(times[name]),
+                    "ratio_to_baseline": statistics.median(ratios),
+                    "ratio_q25": _quantile(ratios, 0.25), "ratio_q75": _quantile(ratios, 0.75),
+                    "rounds": rounds, "baseline": steps[0][0],
+                }
+                rows.append(row)
+                report(f"{group:>10} xla={jit_compile!s:5} {name:38} {row['median_ms']:9.2f} ms "
+                       f"x{row['ratio_to_baseline']:.3f} ({row['ratio_q25']:.3f}-"
+                       f"{row['ratio_q75']:.3f})")
     return rows
 
 
 def _markdown(rows, shape, machine):
     lines = [
         f"Forward+backward step, batch {shape['batch']}, seq {shape['seq']}, "
-        f"{shape['heads']} heads x {shape['head_dim']}; median of {shape['repeats']} "
-        f"round-robin steps; ratio = candidate / first row of its group. Machine: "
+        f"{shape['heads']} heads x {shape['head_dim']}; median of {shape['rounds']} "
+        f"interleaved rounds; ratio = candidate / first row of its group within a round, "
+        f"median (interquartile range: a difference is real when it excludes 1). Machine: "
         f"{machine['device']}, float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s. "
         f"`rotary/<method>`: `context_extension` with the extrapolation benchmark's "
         f"defaults for a model trained at {max(2, shape['seq'] // 4)} tokens.",
         "",
-        "| group | candidate | XLA off (ms) | ratio | XLA on (ms) | ratio |",
+        "| group | candidate | XLA off (ms) | ratio (IQR) | XLA on (ms) | ratio (IQR) |",
         "|---|---|---:|---:|---:|---:|",
     ]
     by_key = {(r["group"], r["candidate"], r["xla"]): r for r in rows}
@@ -160,16 +173,21 @@ def _markdown(rows, shape, machine):
             seen.append((r["group"], r["candidate"]))
     for group, candidate in seen:
         off, on = by_key[(group, candidate, False)], by_key[(group, candidate, True)]
-        lines.append(f"| {group} | {candidate} | {off['median_ms']:.1f} | "
-                     f"{off['ratio_to_baseline']:.3f} | {on['median_ms']:.1f} | "
-                     f"{on['ratio_to_baseline']:.3f} |")
+        lines.append(f"| {group} | {candidate} | {off['median_ms']:.1f} | {_ratio(off)} | "
+                     f"{on['median_ms']:.1f} | {_ratio(on)} |")
     return "\n".join(lines) + "\n"
+
+
+def _ratio(row):
+    if row["candidate"] == row["baseline"]:
+        return "1"
+    return f"{row['ratio_to_baseline']:.3f} ({row['ratio_q25']:.2f}-{row['ratio_q75']:.2f})"
 
 
 def main(argv):
     del argv
     shape = dict(batch=FLAGS.batch, seq=FLAGS.seq, heads=FLAGS.heads,
-                 head_dim=FLAGS.head_dim, repeats=FLAGS.repeats)
+                 head_dim=FLAGS.head_dim, rounds=FLAGS.rounds)
     machine = dict(runtime.machine())
     print(f"{machine['device']}: float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s", flush=True)
     rows = measure(**shape, report=lambda line: print(line, flush=True))

@@ -11,7 +11,7 @@ from kerapos.training import runtime
 
 
 def test_rows_for_every_scheme_and_method():
-    rows = layer_benchmark.measure(batch=1, seq=16, heads=2, head_dim=4, repeats=1,
+    rows = layer_benchmark.measure(batch=1, seq=16, heads=2, head_dim=4, rounds=3,
                                    report=lambda line: None)
     attention = {(r["candidate"], r["xla"]) for r in rows if r["group"] == "attention"}
     expected = (["keras MultiHeadAttention"]
@@ -22,10 +22,13 @@ def test_rows_for_every_scheme_and_method():
     for row in rows:
         assert row["median_ms"] > 0 and math.isfinite(row["ratio_to_baseline"])
         assert (row["ratio_to_baseline"] == 1.0) == (row["candidate"] == row["baseline"])
-    shape = dict(batch=1, seq=16, heads=2, head_dim=4, repeats=1)
+        assert row["ratio_q25"] <= row["ratio_to_baseline"] <= row["ratio_q75"]
+        assert row["rounds"] == 3
+    shape = dict(batch=1, seq=16, heads=2, head_dim=4, rounds=3)
     markdown = layer_benchmark._markdown(rows, shape, {"device": "CPU (2 cores)",
                                                        "matmul_gflops": 12.3})
     assert "float32 matmul 12 GFLOP/s" in markdown and "trained at 4 tokens" in markdown
+    assert "median of 3 interleaved rounds" in markdown
     assert markdown.count("\n| attention | ") == len(expected)
 
 
