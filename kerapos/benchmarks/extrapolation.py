@@ -329,19 +329,8 @@ def results_markdown(results, options):
                      for n in lengths]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
-    trained = [scheme for scheme in options.schemes if scheme in results.get("timings", {})]
-    if trained:
-        machine = results.get("machine") or {}
-        lines += ["## Training throughput", "",
-                  f"{machine.get('device', 'unknown machine')}, float32 matmul "
-                  f"{machine.get('matmul_gflops', float('nan')):.0f} GFLOP/s; tokens/s over "
-                  "the whole fit (tracing included).", "",
-                  "| scheme | tokens/s | train s | eval s |", "|---|---:|---:|---:|"]
-        for scheme in trained:
-            timing = results["timings"][scheme]
-            lines.append(f"| {scheme} | {timing['train_tokens_per_s']:.0f} | "
-                         f"{timing['train_s']:.0f} | {timing['eval_s']:.0f} |")
-        lines.append("")
+    lines += runtime.training_speed_markdown(results.get("timings", {}), options.schemes,
+                                             results.get("machine"))
     return "\n".join(lines)
 
 
@@ -601,12 +590,17 @@ class _BenchmarkTask(skeleton.SchemeSweep):
         if "saved_model" in exports:
             results["exports"][scheme] = str(exports["saved_model"])
             results["generation_exports"][scheme] = str(exports["generation_saved_model"])
-        train_s = trained.finished - trained.started
+        options, train_s = self.options, trained.finished - trained.started
+        speed = runtime.training_speed(
+            options.steps * options.batch_size * options.train_length, trained.fit_seconds,
+            runtime.transformer_training_flops_per_token(
+                trained.model, options.num_layers, options.hidden_dim, options.train_length,
+                lookup_only=(positions.INPUT_LAYER_NAME,)),
+        )
         results["timings"][scheme] = {
             "train_s": round(train_s, 2),
-            "train_tokens_per_s": round(
-                self.options.steps * self.options.batch_size * self.options.train_length
-                / trained.fit_seconds, 1),
+            "train_tokens_per_s": speed.pop("tokens_per_s"),
+            **{f"train_{key}": value for key, value in speed.items()},
             "eval_s": round(self.evaluated - trained.finished, 2),
             "total_s": round(time.time() - trained.started, 2),
         }

@@ -499,10 +499,22 @@ class _MLMTask(skeleton.SchemeSweep):
             "checkpoint": exports.get("checkpoint"),
         }
         train_seconds = trained.finished - trained.started
+        speed = runtime.training_speed(
+            options.trained_steps * options.batch_size * options.train_length,
+            trained.fit_seconds,
+            # The encoder's FLOP (the embeddings are only gathered from, the pooler
+            # is off the MLM path); the head at the masked positions is left out.
+            runtime.transformer_training_flops_per_token(
+                self.backbone, options.num_layers, options.hidden_dim, options.train_length,
+                lookup_only=("token_embedding", "segment_embedding", "position_embedding",
+                             "pooled_dense")),
+        )
         self.results["timings"][scheme] = {
             "train_s": round(train_seconds, 2),
             "eval_s": round(time.time() - trained.finished, 2),
             "seconds_per_step": round(train_seconds / options.trained_steps, 4),
+            "train_tokens_per_s": speed.pop("tokens_per_s"),
+            **{f"train_{key}": value for key, value in speed.items()},
         }
 
     def finish(self, context):
@@ -537,4 +549,6 @@ def results_markdown(results, options):
                      for n in lengths]
             lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += runtime.training_speed_markdown(results.get("timings", {}), list(results["schemes"]),
+                                             results.get("machine"))
     return "\n".join(lines)

@@ -93,7 +93,10 @@ def test_results_json_records(smoke_run):
     assert all(0 <= p["accuracy"] <= 1 and p["trials"] == PRESETS["smoke"]["passkey_trials"]
                for p in results["passkey"])
     for scheme in positions.available():
-        assert results["timings"][scheme]["train_tokens_per_s"] > 0
+        timing = results["timings"][scheme]
+        assert timing["train_tokens_per_s"] > 0 and timing["train_flops_per_token"] > 0
+        assert timing["train_share_of_peak"] == (
+            timing["train_achieved_gflops"] / results["machine"]["matmul_gflops"])
     assert results["machine"]["matmul_gflops"] > 0 and results["machine"]["device"]
     assert list(results["exports"]) == ["rotary"]
     assert list(results["generation_exports"]) == ["rotary"]

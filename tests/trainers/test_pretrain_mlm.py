@@ -70,7 +70,13 @@ def test_results_json(smoke_run):
     assert results["schemes"]["alibi"]["learned_extension"] is None
     markdown = (run / "results.md").read_text()
     for scheme in SCHEMES:
-        assert markdown.count(f"\n| {scheme} |") == 2  # accuracy and loss tables
+        assert markdown.count(f"\n| {scheme} |") == 3  # accuracy, loss and throughput tables
+        timing = results["timings"][scheme]
+        assert timing["train_tokens_per_s"] > 0 and timing["train_flops_per_token"] > 0
+        assert timing["train_share_of_peak"] == (
+            timing["train_achieved_gflops"] / results["machine"]["matmul_gflops"])
+        assert 0 < timing["train_share_of_peak"] < 1
+    assert "## Training throughput" in markdown
     assert f"| scheme | L={lengths[0]} | L={lengths[1]} | L={lengths[2]} |" in markdown
 
 
