@@ -1,0 +1,164 @@
+r"""Where the main job's LSTM training time goes, and the levers measured against it.
+
+    python -m kerapos.benchmarks.lstm_step --output_dir=benchmarks/lstm_step
+
+The main job's classifier (`build_lstm_classifier`: 10,000-word embedding of
+128, sinusoidal positions, LSTM of 128, word dropout and dropout 0.3; AdamW
+with clipnorm 1, as the trainer compiles it) takes one training step on a
+batch of 32 reviews at `--lengths` tokens (the main job's bucketed batches
+average about 250 tokens at a 512-token cut). Candidates, timed in
+interleaved rounds in one process:
+
+* `keras`: today's path (`keras.layers.LSTM`, XLA off);
+* `keras_xla`: the same model compiled with `jit_compile=True`;
+* `keras_bf16`: the same under `mixed_bfloat16`;
+* `lstm_only`: Keras' LSTM layer alone, forward and backward: what the
+  recurrence costs without the embedding, head and optimizer.
+
+(TensorFlow's fused `BlockLSTMV2` kernel was tried as well: its forward pass
+equals Keras' LSTM, but in TF 2.21 its registered gradient disagrees with
+finite differences and it was 1.6x slower than Keras' loop, so it is not a
+candidate.)
+
+Each step's work is 3 x 2 x 4 gates x (128 + 128) x 128 FLOP per token (the
+LSTM's matmuls, forward and backward); its speed is reported as a share of
+the machine's measured float32 matmul peak. Writes results.json and
+results.md; `--smoke` shrinks everything for the test suite.
+"""
+
+import json
+import pathlib
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+
+from kerapos.models.lstm_classifier import build_lstm_classifier
+from kerapos.training import runtime
+from kerapos.utils import atomic
+
+FLAGS = flags.FLAGS
+CANDIDATES = ("keras", "keras_xla", "keras_bf16", "lstm_only")
+
+
+def define_flags():
+    flags.DEFINE_string("output_dir", "benchmarks/lstm_step", "Where results.json/results.md go.")
+    flags.DEFINE_list("lengths", ["256", "512"], "Tokens per review of the timed batches.")
+    flags.DEFINE_integer("rounds", 7, "Interleaved rounds, each one step per candidate.",
+                         lower_bound=1)
+    flags.DEFINE_bool("smoke", False, "Tiny sizes (the test suite's smoke run).")
+
+
+def lstm_flops_per_token(embedding_dim, units):
+    """Training FLOP per token of one LSTM layer's matmuls (3 x forward)."""
+    return 3 * 2 * 4 * (embedding_dim + units) * units
+
+
+def _model_step(batch, length, sizes, jit_compile, policy):
+    with runtime.dtype_policy(policy):
+        keras.utils.set_random_seed(0)
+        model = build_lstm_classifier(sizes["vocab"], 2, embedding_dim=sizes["width"],
+                                      lstm_units=sizes["width"], dropout=0.3, word_dropout=0.3)
+        model.compile(optimizer=keras.optimizers.AdamW(1e-3, clipnorm=1.0),
+                      loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+    rng = np.random.default_rng(0)
+    token_ids = rng.integers(1, sizes["vocab"], size=(batch, length)).astype("int32")
+    labels = rng.integers(0, 2, size=(batch,))
+    return lambda: model.train_on_batch(token_ids, labels)
+
+
+def _recurrence_step(batch, length, width):
+    """Keras' LSTM alone, forward and backward, on random inputs."""
+    inputs = tf.random.stateless_normal((batch, length, width), seed=(0, 1))
+    lstm = keras.layers.LSTM(width)
+    lstm(inputs)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(lstm(inputs))  # of the last hidden state [batch, width]
+        return tape.gradient(loss, lstm.trainable_weights)
+
+    return lambda: [gradient.numpy() for gradient in step()]
+
+
+def measure(lengths, rounds, batch=32, sizes=None):
+    """Rows `{length, candidate, median_ms, ratio_to_keras (median, q25, q75),
+    share_of_peak}`; ratios are taken within each round."""
+    sizes = sizes or {"vocab": 10_000, "width": 128}
+    peak = runtime.machine()["matmul_gflops"]
+    rows = []
+    for length in lengths:
+        steps = {
+            "keras": _model_step(batch, length, sizes, False, "none"),
+            "keras_xla": _model_step(batch, length, sizes, True, "none"),
+            "keras_bf16": _model_step(batch, length, sizes, False, "mixed_bfloat16"),
+        }
+        steps["lstm_only"] = _recurrence_step(batch, length, sizes["width"])
+        for step in steps.values():  # trace, compile, warm up
+            step()
+            step()
+        times = {name: [] for name in steps}
+        for _ in range(rounds):
+            for name, step in steps.items():
+                started = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - started)
+        flops = batch * length * lstm_flops_per_token(sizes["width"], sizes["width"])
+        for name in CANDIDATES:
+            ratios = np.array(times[name]) / np.array(times["keras"])
+            median = statistics.median(times[name])
+            rows.append({
+                "length": length, "batch": batch, "candidate": name,
+                "median_ms": 1000 * median,
+                "ratio_to_keras": float(np.median(ratios)),
+                "ratio_q25": float(np.quantile(ratios, 0.25)),
+                "ratio_q75": float(np.quantile(ratios, 0.75)),
+                "lstm_gflops": flops / median / 1e9,
+                "share_of_peak": flops / median / 1e9 / peak,
+            })
+    return rows
+
+
+def markdown(rows, rounds, machine):
+    lines = [
+        f"LSTM classifier training step, batch {rows[0]['batch']}; median of {rounds} "
+        f"interleaved rounds; ratio = candidate / `keras` within a round, median (IQR). "
+        f"Machine: {machine['device']}, float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s; "
+        "share of peak = the LSTM's matmul FLOP (3 x 2 x 4 x (E + U) x U per token) / time "
+        "/ peak. `lstm_only` times the LSTM layer alone.",
+        "",
+        "| tokens | candidate | ms | ratio to keras (IQR) | LSTM GFLOP/s | share of peak |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['length']} | {row['candidate']} | {row['median_ms']:.1f} | "
+            f"{row['ratio_to_keras']:.2f} ({row['ratio_q25']:.2f}-{row['ratio_q75']:.2f}) | "
+            f"{row['lstm_gflops']:.1f} | {row['share_of_peak']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    machine = dict(runtime.machine())
+    print(f"{machine['device']}: float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s", flush=True)
+    lengths = [int(n) for n in FLAGS.lengths]
+    batch, sizes = (4, {"vocab": 50, "width": 8}) if FLAGS.smoke else (32, None)
+    rows = measure(lengths, FLAGS.rounds, batch=batch, sizes=sizes)
+    output_dir = pathlib.Path(FLAGS.output_dir)
+    payload = {"machine": machine, "rounds": FLAGS.rounds, "tensorflow": tf.__version__,
+               "keras": keras.__version__, "rows": rows}
+    atomic.write_text(output_dir / "results.json", json.dumps(payload, indent=2) + "\n")
+    text = markdown(rows, FLAGS.rounds, machine)
+    atomic.write_text(output_dir / "results.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
