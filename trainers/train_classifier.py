@@ -22,7 +22,14 @@ kp_flags.define_flags(ClassifierOptions, flags.FLAGS)
 
 def report(results, options):
     accuracy = ", ".join(f"{k}: {v:.4f}" for k, v in results["test_accuracy"].items())
-    lines = [f"Test accuracy by evaluation length: {accuracy}"]
+    machine, speed = results["machine"], results["examples_per_second"]
+    lines = [
+        f"Test accuracy by evaluation length: {accuracy}",
+        f"Time: training {results['train_seconds']:.0f} s"
+        + (f" ({speed:.0f} examples/s)" if speed else "")
+        + f", evaluation {results['evaluate_seconds']:.0f} s on {machine['device']}, "
+        f"float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s",
+    ]
     if results["export"] is None:  # a non-chief worker of a multi-worker run
         return lines + ["Not the chief worker: results.json and the export are written by worker 0."]
     return lines + [f"SavedModel for TF Serving: {results['export']}", kp_flags.where_line(options)]

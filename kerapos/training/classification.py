@@ -10,6 +10,7 @@ a raw-text SavedModel and `classifier.keras`.
 
 import dataclasses
 import pathlib
+import time
 
 import keras
 import numpy as np
@@ -190,6 +191,12 @@ class _ClassificationTask(skeleton.Task):
         return [*((str(n), n) for n in lengths), ("full", None)]
 
     def evaluate(self, context, trained):
+        started = time.time()
+        scores = self._scores(context, trained)
+        self.evaluate_seconds = time.time() - started
+        return scores
+
+    def _scores(self, context, trained):
         if self.options.model != "lstm" or positions.scheme(self.options.position).bounded:
             return super().evaluate(context, trained)
         # Positions that do not depend on the length: one pass over untruncated
@@ -243,6 +250,7 @@ class _ClassificationTask(skeleton.Task):
             "dataset": {**data.info, "class_names": list(data.class_names)},
             "test_accuracy": scores,
             **skeleton.fit_results(context, trained),
+            "evaluate_seconds": self.evaluate_seconds,
             "export": exports.get("export"),
             "serve_max_length": options.serve_max_length or options.max_length,
             "learned_extension": (

@@ -8,6 +8,7 @@ export reloaded in a fresh process that imports only TensorFlow.
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -73,6 +74,8 @@ def cli_run(tmp_path_factory):
 def test_cli_prints_accuracy_and_export_path(cli_run):
     root, result = cli_run
     assert "Test accuracy by evaluation length" in result.stdout
+    assert re.search(r"\nTime: training \d+ s \(\d+ examples/s\), evaluation \d+ s on CPU "
+                     r"\(\d+ cores\), float32 matmul \d+ GFLOP/s\n", result.stdout), result.stdout
     assert f"SavedModel for TF Serving: {root / 'exports' / 'tiny' / '1'}" in result.stdout
     assert "Traceback" not in result.stderr
     # kerapos' progress lines go to stdout as plain lines; absl INFO lines of
@@ -94,6 +97,7 @@ def test_results_json(cli_run):
     counts = results["dataset"]["counts"]
     assert counts["train"] > 0 and counts["validation"] > 0 and counts["test"] > 0
     assert results["train_seconds"] > 0 and results["examples_per_second"] > 0
+    assert results["evaluate_seconds"] > 0
     assert results["export"].endswith(os.path.join("tiny", "1"))
     assert results["flags"]["epochs"] == 2 and results["epochs_run"] == 2
     assert results["longest_test_tokens"] > 64  # the fixture has long reviews
