@@ -3,11 +3,13 @@ at 1x..16x the training length (ALiBi paper, arXiv:2108.12409, Table 2).
 
     python trainers/extrapolation.py --preset=cpu --output_dir=runs/extrapolation
     python trainers/extrapolation.py --preset=smoke --schemes=rotary,alibi
+    python trainers/extrapolation.py --preset=cpu_large --output_dir=benchmarks/extrapolation/cpu_large
     python trainers/extrapolation.py --preset=gpu --mixed_precision=mixed_bfloat16
 
 --preset sets sizes, steps and lengths (smoke: seconds; cpu: all schemes,
 variants and passkey cells in 25.5 minutes on 2 cores, benchmarks/extrapolation/cpu;
-gpu: train length 512, eval to 16x);
+cpu_large: training speed at d_model 512, 4 layers, 512 tokens, as a share of the
+CPU's matmul peak; gpu: train length 512, eval to 16x);
 any flag given explicitly overrides the preset. Writes <output_dir>/results.json, results.md,
 extrapolation.png, logs/ (TensorBoard) and models/<scheme>.keras (for
 trainers/generate.py), and exports SavedModels to

@@ -67,6 +67,16 @@ PRESETS = {
         dropout=0.0, max_eval_tokens=16384, eval_batch_size=16, passkey_trials=100,
         passkey_fraction=0.25, passkey_answer_weight=10.0,
     ),
+    # Training speed at GPT-2-small widths: d_model 512, 4 layers, 512 tokens
+    # (its step is large matmuls, near the CPU's peak); 40 steps per scheme,
+    # scored at 1x and 2x only, no passkey, no export.
+    "cpu_large": dict(
+        train_length=512, steps=40, batch_size=4, learning_rate=6e-4,
+        num_layers=4, hidden_dim=512, num_heads=8, intermediate_dim=2048,
+        dropout=0.0, eval_lengths=(512, 1024), max_eval_tokens=4096, eval_batch_size=4,
+        passkey=False, passkey_trials=1, passkey_fraction=0.0, passkey_answer_weight=1.0,
+        export=False,
+    ),
     "gpu": dict(
         train_length=512, steps=20000, batch_size=32, learning_rate=6e-4,
         num_layers=6, hidden_dim=512, num_heads=8, intermediate_dim=2048,
@@ -91,7 +101,9 @@ class BenchmarkOptions(SweepOptions):
     PRESETS: ClassVar[dict] = PRESETS
 
     preset: str = option(
-        None, "Sizes/steps/lengths: smoke (seconds), cpu (~30 min on 2 cores), gpu.",
+        None,
+        "Sizes/steps/lengths: smoke (seconds), cpu (~30 min on 2 cores), cpu_large (training "
+        "speed at d_model 512, 4 layers, 512 tokens), gpu.",
         kind="string", choices=sorted(PRESETS),
     )
     position_configs: dict = option(
