@@ -25,12 +25,15 @@ from kerapos.benchmarks.extrapolation import PRESETS
 from kerapos.benchmarks.extrapolation import BenchmarkOptions
 from kerapos.benchmarks.extrapolation import run_benchmark
 from kerapos.training import flags as kp_flags
+from kerapos.training.options import specs
 
 DEFAULT_PRESET = "cpu"
-# Preset options whose flags show the default preset's value (the others show None).
+# Preset options whose flags show a value (the others show None): the default
+# preset's batch size and learning rate, and the switches only cpu_large turns off.
 kp_flags.define_flags(
     BenchmarkOptions, flags.FLAGS, preset=DEFAULT_PRESET,
     **{name: PRESETS[DEFAULT_PRESET][name] for name in ("batch_size", "learning_rate")},
+    **{name: specs(BenchmarkOptions)[name].default for name in ("export", "passkey")},
 )
 
 

@@ -88,10 +88,19 @@ def options_from_flags(options_class, flag_values):
     """
     presets = getattr(options_class, "PRESETS", None)
     preset = presets[flag_values["preset"].value] if presets else {}
+    preset_names = _preset_names(options_class)
     values, problems = {}, []
     for name, spec in specs(options_class).items():
         flag = flag_values[name]
-        value = preset[name] if name in preset and not flag.present else flag.value
+        if flag.present:
+            value = flag.value
+        elif name in preset:
+            value = preset[name]
+        elif name in preset_names and flag.value is None:
+            # Set by other presets, not this one: the option's own default.
+            value = spec.default
+        else:
+            value = flag.value
         try:
             values[name] = _from_flag(spec, value)
         except ValueError as error:
