@@ -145,6 +145,31 @@ class RelativePositionBias(AttentionBias):
         )
         self.built = True
 
+    def bias(self, query_length, key_length):
+        """The bias `[1, num_heads, q, k]`, queries end-aligned to the keys.
+
+        It depends on the distance only (a Toeplitz matrix), so the buckets
+        are looked up once per distance, `[q + k - 1]`, and laid out into
+        `[q, k]` by a skewed reshape: dense ops whose gradient is a sum, with
+        no scatter over every query-key pair (which XLA runs slowly on CPU).
+        Equals `bias_at(*end_aligned_positions(q, k))`.
+        """
+        # t = j - i + q - 1 indexes the distances key - query, -(k - 1) .. q - 1
+        distances = ops.arange(-(key_length - 1), query_length, dtype="int32")  # [q + k - 1]
+        buckets = _relative_position_bucket(
+            distances, self.bidirectional, self.num_buckets, self.max_distance
+        )
+        per_distance = ops.transpose(ops.take(self.embeddings, buckets, axis=0))  # [h, q + k - 1]
+        period = query_length + key_length
+        per_distance = ops.pad(per_distance, [[0, 0], [0, 1]])  # [h, period]
+        # Rows of period - 1 values cut from the periodic sequence start one
+        # distance earlier each: row i starts at t = q - 1 - i.
+        tiled = ops.tile(per_distance, [1, query_length + 1])  # [h, (q + 1) * period]
+        skewed = ops.slice(tiled, [0, query_length - 1],
+                           [self.num_heads, query_length * (period - 1)])
+        skewed = ops.reshape(skewed, [self.num_heads, query_length, period - 1])
+        return skewed[None, :, :, :key_length]  # [1, h, q, k]
+
     def bias_at(self, query_positions, key_positions):
         """The bias `[1, num_heads, q, k]` of queries at `query_positions`
         `[q]` and keys at `key_positions` `[k]` (integer-valued)."""

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 from layer_suite import LayerSuite
 
+from kerapos.layers.attention_bias import end_aligned_positions
 from kerapos.layers.relative_position_bias import RelativePositionBias
 
 NUM_HEADS = 4
@@ -174,3 +175,25 @@ def test_registered_name():
         keras.saving.get_registered_name(RelativePositionBias)
         == "kerapos>RelativePositionBias"
     )
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_toeplitz_bias_equals_the_pairwise_lookup_and_its_gradient(bidirectional):
+    # `bias` lays one lookup per distance out by a skewed reshape; `bias_at`
+    # looks every (query, key) pair up. Same values, same gradient.
+    layer = RelativePositionBias(3, bidirectional=bidirectional, max_distance=20)
+    layer.build()
+    layer.embeddings.assign(np.random.default_rng(0).normal(size=(32, 3)).astype("float32"))
+    for q, k in [(1, 1), (1, 9), (4, 4), (3, 11), (11, 3), (40, 40)]:
+        weights = tf.constant(np.random.default_rng(q * k).normal(size=(1, 3, q, k)), tf.float32)
+        gradients = []
+        for make, lengths in ((layer.bias, (q, k)),
+                              (layer.bias_at, end_aligned_positions(q, k))):
+            with tf.GradientTape() as tape:
+                bias = make(*lengths)
+                loss = tf.reduce_sum(bias * weights)
+            gradient = tf.convert_to_tensor(tape.gradient(loss, layer.embeddings))  # of a gather
+            gradients.append((bias.numpy(), gradient.numpy()))
+        (toeplitz, toeplitz_gradient), (pairwise, pairwise_gradient) = gradients
+        np.testing.assert_array_equal(toeplitz, pairwise, err_msg=f"{q}x{k}")
+        np.testing.assert_allclose(toeplitz_gradient, pairwise_gradient, atol=1e-5)
