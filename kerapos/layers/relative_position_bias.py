@@ -47,24 +47,6 @@ def _relative_position_bucket(relative_position, bidirectional, num_buckets, max
     return bucket_offset + ops.where(distance < max_exact, distance, log_bucket)
 
 
-def _diagonal_sums(matrices, query_length, key_length, num_heads):
-    """`[h, q, k]` -> `[h, q + k - 1]`: entry `t` sums the elements with
-    `j - i + q - 1 == t`, by a skewed reshape (dense pads, reshapes and a sum).
-
-    Cut into rows of `period - 1` values and laid end to end, row `i` starts
-    `i * (period - 1)` values in; read back in rows of `period`, that element
-    sits in column `q - 1 - i + j` (mod `period`), so each column holds one
-    diagonal.
-    """
-    period = query_length + key_length
-    rows = ops.pad(matrices, [[0, 0], [0, 0], [0, period - 1 - key_length]])  # [h, q, period - 1]
-    flat = ops.reshape(rows, [num_heads, query_length * (period - 1)])
-    # shift by q - 1 and fill to whole rows of `period`
-    flat = ops.pad(flat, [[0, 0], [query_length - 1, period + 1]])
-    columns = ops.sum(ops.reshape(flat, [num_heads, query_length + 1, period]), axis=1)
-    return columns[:, : query_length + key_length - 1]  # [h, q + k - 1]
-
-
 @keras.saving.register_keras_serializable(package="kerapos")
 class RelativePositionBias(AttentionBias):
     """Adds T5's learned relative position bias to attention scores.
@@ -167,10 +149,10 @@ class RelativePositionBias(AttentionBias):
         """The bias `[1, num_heads, q, k]`, queries end-aligned to the keys.
 
         It depends on the distance only (a Toeplitz matrix), so the buckets
-        are looked up once per distance, `[q + k - 1]`, and gathered into
-        `[q, k]`; the gradient sums the diagonals densely (`_diagonal_sums`)
-        instead of scattering every query-key pair (which XLA runs slowly on
-        CPU). Equals `bias_at(*end_aligned_positions(q, k))`.
+        are looked up once per distance, `[q + k - 1]`, and laid out into
+        `[q, k]` by a skewed reshape: dense ops whose gradient is a sum, with
+        no scatter over every query-key pair (which XLA runs slowly on CPU).
+        Equals `bias_at(*end_aligned_positions(q, k))`.
         """
         # t = j - i + q - 1 indexes the distances key - query, -(k - 1) .. q - 1
         distances = ops.arange(-(key_length - 1), query_length, dtype="int32")  # [q + k - 1]
@@ -178,18 +160,15 @@ class RelativePositionBias(AttentionBias):
             distances, self.bidirectional, self.num_buckets, self.max_distance
         )
         per_distance = ops.transpose(ops.take(self.embeddings, buckets, axis=0))  # [h, q + k - 1]
-        index = (ops.arange(key_length, dtype="int32")[None, :]
-                 - ops.arange(query_length, dtype="int32")[:, None] + (query_length - 1))  # [q, k]
-
-        @ops.custom_gradient
-        def toeplitz(values):
-            def gradient(*args, upstream=None):
-                upstream = args[0] if upstream is None else upstream  # [h, q, k]
-                return _diagonal_sums(upstream, query_length, key_length, self.num_heads)
-
-            return ops.take(values, index, axis=1), gradient  # [h, q, k]
-
-        return toeplitz(per_distance)[None]  # [1, h, q, k]
+        period = query_length + key_length
+        per_distance = ops.pad(per_distance, [[0, 0], [0, 1]])  # [h, period]
+        # Rows of period - 1 values cut from the periodic sequence start one
+        # distance earlier each: row i starts at t = q - 1 - i.
+        tiled = ops.tile(per_distance, [1, query_length + 1])  # [h, (q + 1) * period]
+        skewed = ops.slice(tiled, [0, query_length - 1],
+                           [self.num_heads, query_length * (period - 1)])
+        skewed = ops.reshape(skewed, [self.num_heads, query_length, period - 1])
+        return skewed[None, :, :, :key_length]  # [1, h, q, k]
 
     def bias_at(self, query_positions, key_positions):
         """The bias `[1, num_heads, q, k]` of queries at `query_positions`
