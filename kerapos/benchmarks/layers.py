@@ -19,8 +19,6 @@ machine's measured matmul GFLOP/s. Writes results.json and results.md.
 import json
 import pathlib
 import platform
-import statistics
-import time
 
 import keras
 import keras_hub
@@ -31,6 +29,7 @@ from absl import flags
 from absl import logging
 
 from kerapos import positions
+from kerapos.benchmarks import rounds as rounds_lib
 from kerapos.layers.alibi_bias import ALiBiBias
 from kerapos.layers.learned_position_embedding import LearnedPositionEmbedding
 from kerapos.layers.positional_attention import PositionalMultiHeadAttention
@@ -112,39 +111,26 @@ def _candidates(batch, seq, heads, head_dim):
     return groups
 
 
-def _quantile(values, q):
-    return float(np.quantile(np.asarray(values), q))
-
-
 def measure(batch, seq, heads, head_dim, rounds, report=logging.info):
     """Times every candidate (see the module docstring); `report` gets one
     line per candidate as it is measured. Returns the result rows."""
     rows = []
     for group, candidates in _candidates(batch, seq, heads, head_dim).items():
         for jit_compile in (False, True):
-            steps = []
+            steps = {}
             for name, forward, inputs, layers in candidates:
                 forward(*inputs)  # build weights before tracing
                 step = _step_fn(forward, inputs, layers, jit_compile)
-                for _ in range(2):  # trace/compile and warm up
-                    tf.nest.map_structure(lambda t: t.numpy(), step())
-                steps.append((name, step))
-            times = {name: [] for name, _ in steps}
-            for _ in range(rounds):
-                for name, step in steps:  # one round: every candidate in turn
-                    started = time.perf_counter()
-                    tf.nest.map_structure(lambda t: t.numpy(), step())
-                    times[name].append(time.perf_counter() - started)
-            baseline = times[steps[0][0]]
-            for name, _ in steps:
-                # [rounds]: this candidate against the baseline of the same round
-                ratios = [ours / theirs for ours, theirs in zip(times[name], baseline)]
+                steps[name] = lambda step=step: tf.nest.map_structure(lambda t: t.numpy(), step())
+            times = rounds_lib.time_rounds(steps, rounds)
+            baseline = candidates[0][0]
+            for name in steps:
+                timed = rounds_lib.against(times[name], times[baseline])
                 row = {
                     "group": group, "candidate": name, "xla": jit_compile,
-                    "median_ms": 1000 * statistics.median(times[name]),
-                    "ratio_to_baseline": statistics.median(ratios),
-                    "ratio_q25": _quantile(ratios, 0.25), "ratio_q75": _quantile(ratios, 0.75),
-                    "rounds": rounds, "baseline": steps[0][0],
+                    "median_ms": timed["median_ms"], "ratio_to_baseline": timed["ratio"],
+                    "ratio_q25": timed["ratio_q25"], "ratio_q75": timed["ratio_q75"],
+                    "rounds": rounds, "baseline": baseline,
                 }
                 rows.append(row)
                 report(f"{group:>10} xla={jit_compile!s:5} {name:38} {row['median_ms']:9.2f} ms "

@@ -28,8 +28,6 @@ results.md; `--smoke` shrinks everything for the test suite.
 
 import json
 import pathlib
-import statistics
-import time
 
 import keras
 import numpy as np
@@ -37,6 +35,7 @@ import tensorflow as tf
 from absl import app
 from absl import flags
 
+from kerapos.benchmarks import rounds as rounds_lib
 from kerapos.models.lstm_classifier import build_lstm_classifier
 from kerapos.training import runtime
 from kerapos.utils import atomic
@@ -99,27 +98,16 @@ def measure(lengths, rounds, batch=32, sizes=None):
             "keras_bf16": _model_step(batch, length, sizes, False, "mixed_bfloat16"),
         }
         steps["lstm_only"] = _recurrence_step(batch, length, sizes["width"])
-        for step in steps.values():  # trace, compile, warm up
-            step()
-            step()
-        times = {name: [] for name in steps}
-        for _ in range(rounds):
-            for name, step in steps.items():
-                started = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - started)
+        times = rounds_lib.time_rounds(steps, rounds)
         flops = batch * length * lstm_flops_per_token(sizes["width"], sizes["width"])
         for name in CANDIDATES:
-            ratios = np.array(times[name]) / np.array(times["keras"])
-            median = statistics.median(times[name])
+            timed = rounds_lib.against(times[name], times["keras"])
+            gflops = flops / (timed["median_ms"] / 1000) / 1e9
             rows.append({
                 "length": length, "batch": batch, "candidate": name,
-                "median_ms": 1000 * median,
-                "ratio_to_keras": float(np.median(ratios)),
-                "ratio_q25": float(np.quantile(ratios, 0.25)),
-                "ratio_q75": float(np.quantile(ratios, 0.75)),
-                "lstm_gflops": flops / median / 1e9,
-                "share_of_peak": flops / median / 1e9 / peak,
+                "median_ms": timed["median_ms"], "ratio_to_keras": timed["ratio"],
+                "ratio_q25": timed["ratio_q25"], "ratio_q75": timed["ratio_q75"],
+                "lstm_gflops": gflops, "share_of_peak": gflops / peak,
             })
     return rows
 
