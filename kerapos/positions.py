@@ -4,6 +4,7 @@ The registry lives in `kerapos.layers.registry`, beside the layers it
 describes (so attention can use it without an import cycle); see there.
 """
 
+from kerapos.layers.registry import FIRE_CAPPED  # noqa: F401
 from kerapos.layers.registry import INPUT_LAYER_NAME  # noqa: F401
 from kerapos.layers.registry import ROTARY_VARIANTS  # noqa: F401
 from kerapos.layers.registry import Scheme  # noqa: F401

@@ -258,11 +258,11 @@ def build_config(options, scheme):
 def _variant_key(variant, build_config, train_length, eval_length):
     """Identifies the model `variant_model` returns, so equal ones share one
     traced scorer: for a bounded scheme, whether (and to what) its table
-    grows; for a rotary variant, the overrides it is rebuilt with."""
+    grows; for a rotary or FIRE variant, the overrides it is rebuilt with."""
     table = build_config.get("max_length")
     if variant == "none":
         return ("none", table is not None and eval_length > table)
-    if variant in positions.ROTARY_VARIANTS:
+    if table is None:
         overrides = extrapolation.variant_overrides(
             variant, build_config, train_length, eval_length
         )
@@ -304,7 +304,8 @@ def results_markdown(results, options):
         "length; rotary variants: RoPE scaling with factor = eval / train length, "
         "`logn`: log-n attention scaling; `rerope` (window L/2, log-n queries), "
         "`self_extend` (neighbour window L/2, group ceil((n - L/2) / (L/2))) and "
-        "`dual_chunk` (chunk 3L/4, local window L/16): the attention's context_extension, "
+        "`dual_chunk` (chunk 3L/4, local window L/16): the attention's context_extension; "
+        "`fire/capped`: FIRE's interpolation stopped at position L - 1, "
         "L = training length, n = eval length). `-`: cannot run at that length.",
         "",
     ]

@@ -65,6 +65,10 @@ ROTARY_VARIANTS = (
     "linear", "ntk", "dynamic", "yarn", "logn", "rerope", "self_extend", "dual_chunk"
 )
 
+# FIRE's inference-time variant: the interpolation stopped at the last
+# training position (`FireBias(max_position=...)`).
+FIRE_CAPPED = "capped"
+
 
 def _input_similarity(layer, length, width):
     """Cosine similarity of the position vectors added at i and j."""
@@ -105,7 +109,8 @@ class Scheme:
         decoder_config: defaults for causal (decoder) models.
         variants: inference-time variants scored besides the plain model
             ("interpolate": the table grown by interpolation; the rotary
-            variants: see `ROTARY_VARIANTS`).
+            variants: see `ROTARY_VARIANTS`; `FIRE_CAPPED`: FIRE's
+            interpolation stopped at the last training position).
         relation: `f(layer, length, width)` -> `[length, length]` matrix of
             how the scheme relates positions i and j (None: no layer).
     """
@@ -243,6 +248,7 @@ _SCHEMES = (
         "so a learned MLP sees no unseen inputs at any length",
         encoder_config={"causal": False},
         decoder_config={"causal": True},
+        variants=(FIRE_CAPPED,),
         relation=_mean_bias,
     ),
     Scheme(

@@ -29,8 +29,9 @@ beginnings: the same tokens for every model, length and protocol.
 
 Also here: the inference-time variants of a trained model evaluated at a
 length it was not trained on, as its scheme's registry entry lists them
-(`positions.scheme(name).variants`): RoPE scaling and log-n for rotary, the
-table grown by interpolation for learned.
+(`positions.scheme(name).variants`): RoPE scaling, log-n and the context
+extension methods for rotary, the table grown by interpolation for learned,
+the interpolation stopped at the training length for FIRE.
 
 Example:
 ```python
@@ -51,6 +52,7 @@ import tensorflow as tf
 from kerapos import positions
 from kerapos.models.causal_lm import extend_learned_positions
 from kerapos.models.causal_lm import rebuild_causal_lm
+from kerapos.positions import FIRE_CAPPED
 from kerapos.positions import ROTARY_VARIANTS
 from kerapos.utils import checks
 
@@ -243,7 +245,7 @@ def context_extension_defaults(variant, train_length, eval_length):
 
 
 def variant_overrides(variant, build_config, train_length, eval_length):
-    """`rebuild_causal_lm` overrides for a rotary inference-time variant.
+    """`rebuild_causal_lm` overrides for an inference-time variant.
 
     * "linear" / "ntk" / "yarn": RoPE scaling with `factor = max(1,
       eval_length / train_length)` and `original_max_position_embeddings =
@@ -254,8 +256,14 @@ def variant_overrides(variant, build_config, train_length, eval_length):
     * "logn": log-n attention scaling past `train_length` (no RoPE change).
     * "rerope" / "self_extend" / "dual_chunk": the attention's
       `context_extension` (`context_extension_defaults`).
+
+    And FIRE's "capped": its interpolation stopped at the last training
+    position, `max_position = train_length - 1` (`FireBias`).
     """
-    checks.choice(variant, "variant", ROTARY_VARIANTS)
+    checks.choice(variant, "variant", (*ROTARY_VARIANTS, FIRE_CAPPED))
+    position_config = build_config.get("position_config") or {}
+    if variant == FIRE_CAPPED:
+        return {"position_config": {**position_config, "max_position": int(train_length) - 1}}
     if variant == "logn":
         return {"logn_train_length": int(train_length)}
     if variant in CONTEXT_EXTENSION_VARIANTS:
@@ -267,8 +275,7 @@ def variant_overrides(variant, build_config, train_length, eval_length):
         "factor": float(factor),
         "original_max_position_embeddings": int(train_length),
     }
-    return {"position_config": {**(build_config.get("position_config") or {}),
-                                "scaling": scaling}}
+    return {"position_config": {**position_config, "scaling": scaling}}
 
 
 def variants_for(scheme, rotary_variants=ROTARY_VARIANTS):
@@ -290,7 +297,7 @@ def variant_model(model, build_config, variant, train_length, eval_length):
     up to its table (`build_config["max_length"]`); past it, "none" is None
     and its variants are the table grown to `eval_length` with that
     extension method (`extend_learned_positions`, "interpolate"). The rotary
-    variants rebuild the model with `variant_overrides`.
+    and FIRE variants rebuild the model with `variant_overrides`.
 
     Args:
         model: a model made by `build_causal_lm(**build_config)`.

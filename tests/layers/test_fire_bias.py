@@ -109,6 +109,35 @@ def test_interpolation_depends_on_the_query_position():
     np.testing.assert_allclose(np.diagonal(x), 0.0, atol=1e-7)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_max_position_keeps_the_bias_of_the_last_position(causal):
+    # Up to max_position P the bias is the paper's; past it a query keeps, for
+    # its nearest P keys, the bias the query at P had, and farther keys share
+    # the bias of distance P (symmetric form: the same with the later of i, j).
+    cap = 6
+    plain, _ = readable_layer(causal, threshold=2.0)
+    capped = FireBias(NUM_HEADS, causal=causal, hidden_dim=5, initial_threshold=2.0,
+                      max_position=cap)
+    capped.build()
+    capped.set_weights(plain.get_weights())
+    short = cap + 1  # positions 0 .. P
+    np.testing.assert_allclose(np.asarray(capped.bias(short, short)),
+                               np.asarray(plain.bias(short, short)), rtol=1e-6, atol=1e-6)
+    at_cap = np.asarray(plain.bias(short, short))[0, :, cap, ::-1]  # [h, distance 0 .. P]
+    long = 20
+    got = np.asarray(capped.bias(long, long))[0]  # [h, q, k]
+    for query in range(cap + 1, long):
+        distance = np.minimum(query - np.arange(query + 1), cap)  # keys 0 .. query
+        np.testing.assert_allclose(got[:, query, :query + 1], at_cap[:, distance],
+                                   rtol=1e-6, atol=1e-6)
+    if not causal:
+        np.testing.assert_allclose(got, np.transpose(got, (0, 2, 1)), rtol=1e-6)
+    assert np.abs(got - np.asarray(plain.bias(long, long))[0]).max() > 1e-3
+    config = capped.get_config()
+    assert config["max_position"] == cap
+    assert FireBias.from_config(config).max_position == cap
+
+
 def test_symmetric_bias_is_symmetric_and_causal_is_end_aligned():
     symmetric, _ = readable_layer(False)
     full = np.asarray(symmetric.bias(9, 9))[0]
@@ -161,6 +190,8 @@ def test_dynamic_lengths_under_xla():
         (dict(num_heads=4, initial_c=0.0), "`initial_c` must be a number > 0.0"),
         (dict(num_heads=4, initial_threshold=-5), "initial_threshold"),
         (dict(num_heads=4, initial_threshold="512"), "initial_threshold"),
+        (dict(num_heads=4, max_position=0), "max_position"),
+        (dict(num_heads=4, max_position=2.5), "max_position"),
     ],
 )
 def test_bad_config(kwargs, match):

@@ -180,11 +180,25 @@ def test_variant_models():
         extrapolation.variant_model(learned, learned_config, "ntk", 8, 32)
 
 
+def test_capped_fire_is_fire_up_to_the_training_length():
+    keras.utils.set_random_seed(0)
+    config = dict(position="fire", position_config={"initial_threshold": 4.0}, **TINY)
+    fire = build_causal_lm(**config)
+    assert extrapolation.variant_overrides("capped", config, 8, 32) == {
+        "position_config": {"initial_threshold": 4.0, "max_position": 7}}
+    capped = extrapolation.variant_model(fire, config, "capped", 8, 32)
+    ids = np.random.default_rng(2).integers(0, 30, size=(1, 32)).astype(np.int32)
+    plain, varied = np.asarray(fire(ids)), np.asarray(capped(ids))  # [1, 32, vocab]
+    np.testing.assert_allclose(varied[:, :8], plain[:, :8], rtol=1e-5, atol=1e-6)
+    assert np.abs(varied[:, 8:] - plain[:, 8:]).max() > 1e-4
+
+
 def test_variants_for_follows_the_registry():
     assert extrapolation.variants_for("rotary") == (
         "none", "linear", "ntk", "dynamic", "yarn", "logn", "rerope", "self_extend", "dual_chunk")
     assert extrapolation.variants_for("learned") == ("none", "interpolate")
-    for name in ("none", "sinusoidal", "xpos", "alibi", "t5", "fire", "kerple"):
+    assert extrapolation.variants_for("fire") == ("none", "capped")
+    for name in ("none", "sinusoidal", "xpos", "alibi", "t5", "kerple"):
         assert extrapolation.variants_for(name) == ("none",), name
     # A selection of rotary variants keeps its order and leaves other schemes alone.
     assert extrapolation.variants_for("rotary", ("yarn", "linear")) == ("none", "yarn", "linear")
