@@ -59,9 +59,8 @@ class FireBias(AttentionBias):
     farther keys share the bias of distance `max_position`. Set to the last
     training position, it keeps local distances as sharp as in training. The
     paper's interpolation instead spreads a long query's keys over `[0, 1]`,
-    so its nearest keys move towards distance 0: measured on the extrapolation
-    benchmark (its `fire/capped` row) this is what makes FIRE climb at 16x the
-    training length, and capping keeps it flat.
+    so its nearest keys move towards distance 0 (the extrapolation benchmark
+    scores both, the capped form as its `fire/capped` row).
 
     The absolute query position is end-aligned: query `q` sits at
     `i = key_length - query_length + q`, so one query against a cache of keys
