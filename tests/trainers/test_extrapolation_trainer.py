@@ -187,6 +187,9 @@ def test_passkey_samples_in_training_and_every_variant_scored(tmp_path):
                           ("rotary", "none", 34), ("rotary", "none", 68),
                           ("rotary", "rerope", 34), ("rotary", "rerope", 68)}
     assert cells[("rotary", "none", 68)]["multiple"] == 2.0
+    for cell in cells.values():  # each trial's key and greedy answer, to analyse misses
+        assert len(cell["keys"]) == len(cell["answers"]) == 3
+        assert cell["correct"] == sum(a == f" {k}" for k, a in zip(cell["keys"], cell["answers"]))
     markdown = (tmp_path / "run" / "results.md").read_text()
     assert "50.0% of every training batch was passkey samples of 34 tokens" in markdown
     assert "\n| rotary/rerope | " in markdown.split("## Passkey")[1]
