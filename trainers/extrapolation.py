@@ -7,7 +7,7 @@ at 1x..16x the training length (ALiBi paper, arXiv:2108.12409, Table 2).
     python trainers/extrapolation.py --preset=gpu --mixed_precision=mixed_bfloat16
 
 --preset sets sizes, steps and lengths (smoke: seconds; cpu: all schemes,
-variants and passkey cells in 25.5 minutes on 2 cores, benchmarks/extrapolation/cpu;
+variants and passkey cells in 33 minutes on 2 cores, benchmarks/extrapolation/cpu;
 cpu_large: training speed at d_model 512, 4 layers, 512 tokens, as a share of the
 CPU's matmul peak; gpu: train length 512, eval to 16x);
 any flag given explicitly overrides the preset. Writes <output_dir>/results.json, results.md,

@@ -59,8 +59,9 @@ class FireBias(AttentionBias):
     farther keys share the bias of distance `max_position`. Set to the last
     training position, it keeps local distances as sharp as in training. The
     paper's interpolation instead spreads a long query's keys over `[0, 1]`,
-    so its nearest keys move towards distance 0 (the extrapolation benchmark
-    scores both, the capped form as its `fire/capped` row).
+    so its nearest keys move towards distance 0. The extrapolation benchmark
+    scores both (`fire/capped` row): on its cpu preset the capped form stays
+    flat to 16x the training length where the paper's form climbs.
 
     The absolute query position is end-aligned: query `q` sits at
     `i = key_length - query_length + q`, so one query against a cache of keys
