@@ -12,6 +12,10 @@ interleaved rounds in one process:
 * `keras`: today's path (`keras.layers.LSTM`, XLA off);
 * `keras_xla`: the same model compiled with `jit_compile=True`;
 * `keras_bf16`: the same under `mixed_bfloat16`;
+* `projected_input`: the same model with the input projection of every
+  step taken out of the recurrence (`ProjectedInputLSTM`: one
+  `[batch * seq, E] x [E, 4U]` matmul before the loop, which then adds only
+  `h U`), the lever the speed issue proposed;
 * `lstm_only`: Keras' LSTM layer alone, forward and backward: what the
   recurrence costs without the embedding, head and optimizer.
 
@@ -34,6 +38,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app
 from absl import flags
+from keras import ops
+from keras.src.backend import rnn as backend_rnn  # Keras RNNs' masked loop; not in keras.ops
 
 from kerapos.benchmarks import rounds as rounds_lib
 from kerapos.models.lstm_classifier import build_lstm_classifier
@@ -41,7 +47,7 @@ from kerapos.training import runtime
 from kerapos.utils import atomic
 
 FLAGS = flags.FLAGS
-CANDIDATES = ("keras", "keras_xla", "keras_bf16", "lstm_only")
+CANDIDATES = ("keras", "keras_xla", "keras_bf16", "projected_input", "lstm_only")
 
 
 def define_flags():
@@ -57,11 +63,43 @@ def lstm_flops_per_token(embedding_dim, units):
     return 3 * 2 * 4 * (embedding_dim + units) * units
 
 
-def _model_step(batch, length, sizes, jit_compile, policy):
+class ProjectedInputLSTM(keras.layers.LSTM):
+    """`keras.layers.LSTM` (without its own dropout) that computes `X W + b` for
+    all steps in one matmul before the loop; the loop adds `h_{t-1} U`. The same
+    function with the same weights (tests/benchmarks/test_lstm_step.py)."""
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        cell = self.cell
+        projected = ops.add(ops.matmul(sequences, cell.kernel), cell.bias)  # [batch, seq, 4U]
+
+        def step(projected_step, states):  # [batch, 4U]
+            h_previous, c_previous = states  # each [batch, U]
+            z = ops.add(projected_step, ops.matmul(h_previous, cell.recurrent_kernel))
+            z_input, z_forget, z_cell, z_output = ops.split(z, 4, axis=-1)
+            c = (cell.recurrent_activation(z_forget) * c_previous
+                 + cell.recurrent_activation(z_input) * cell.activation(z_cell))
+            h = cell.recurrent_activation(z_output) * cell.activation(c)
+            return h, [h, c]
+
+        return backend_rnn(step, projected, list(initial_state), mask=mask,
+                           input_length=sequences.shape[1],
+                           return_all_outputs=self.return_sequences)
+
+
+def _with_projected_input_lstm(layer):
+    config = layer.get_config()
+    if layer.name == "lstm":
+        return ProjectedInputLSTM.from_config(config)
+    return type(layer).from_config(config)
+
+
+def _model_step(batch, length, sizes, jit_compile, policy, projected_input=False):
     with runtime.dtype_policy(policy):
         keras.utils.set_random_seed(0)
         model = build_lstm_classifier(sizes["vocab"], 2, embedding_dim=sizes["width"],
                                       lstm_units=sizes["width"], dropout=0.3, word_dropout=0.3)
+        if projected_input:
+            model = keras.models.clone_model(model, clone_function=_with_projected_input_lstm)
         model.compile(optimizer=keras.optimizers.AdamW(1e-3, clipnorm=1.0),
                       loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
     rng = np.random.default_rng(0)
@@ -96,6 +134,8 @@ def measure(lengths, rounds, batch=32, sizes=None):
             "keras": _model_step(batch, length, sizes, False, "none"),
             "keras_xla": _model_step(batch, length, sizes, True, "none"),
             "keras_bf16": _model_step(batch, length, sizes, False, "mixed_bfloat16"),
+            "projected_input": _model_step(batch, length, sizes, False, "none",
+                                           projected_input=True),
         }
         steps["lstm_only"] = _recurrence_step(batch, length, sizes["width"])
         times = rounds_lib.time_rounds(steps, rounds)

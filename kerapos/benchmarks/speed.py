@@ -56,7 +56,7 @@ def main_job_lines(root):
         f"{_machine(step['machine'])}, {step['rounds']} interleaved rounds) runs the LSTM's "
         f"matmuls at {keras_row['share_of_peak']:.0%} of the peak at {longest} tokens; the LSTM "
         f"layer alone at {rows[(longest, 'lstm_only')]['share_of_peak']:.0%}: the rest of the "
-        "step is the embedding, the head and the optimizer. Levers measured against it "
+        "step is the embedding, dropout, the head and the optimizer. Levers measured against it "
         "(ratio of step times within a round, median and interquartile range; above 1 is "
         "slower):",
         "",
@@ -64,7 +64,9 @@ def main_job_lines(root):
         "|---:|---|---:|---:|---:|",
     ]
     names = {"keras": "today's step (Keras LSTM, XLA off)", "keras_xla": "XLA (`jit_compile`)",
-             "keras_bf16": "`mixed_bfloat16`", "lstm_only": "the LSTM layer alone"}
+             "keras_bf16": "`mixed_bfloat16`",
+             "projected_input": "input projection out of the recurrence (`ProjectedInputLSTM`)",
+             "lstm_only": "the LSTM layer alone"}
     for row in step["rows"]:
         lines.append(f"| {row['length']} | {names[row['candidate']]} | {row['median_ms']:.0f} | "
                      f"{_ratio(row, 'ratio_to_keras')} | {row['share_of_peak']:.0%} |")
