@@ -150,25 +150,85 @@ class RelativePositionBias(AttentionBias):
 
         It depends on the distance only (a Toeplitz matrix), so the buckets
         are looked up once per distance, `[q + k - 1]`, and laid out into
-        `[q, k]` by a skewed reshape: dense ops whose gradient is a sum, with
-        no scatter over every query-key pair (which XLA runs slowly on CPU).
-        Equals `bias_at(*end_aligned_positions(q, k))`.
+        `[q, k]` by a skewed reshape (which XLA fuses). Its gradient is
+        `_table_gradient`: no scatter over every query-key pair and no
+        layout copy. Equals `bias_at(*end_aligned_positions(q, k))`, values
+        and gradient.
         """
         # t = j - i + q - 1 indexes the distances key - query, -(k - 1) .. q - 1
         distances = ops.arange(-(key_length - 1), query_length, dtype="int32")  # [q + k - 1]
-        buckets = _relative_position_bucket(
-            distances, self.bidirectional, self.num_buckets, self.max_distance
+        buckets = self._buckets(distances)
+
+        @ops.custom_gradient
+        def toeplitz(embeddings):  # [num_buckets, h]
+            def gradient(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream  # [h, q, k]
+                table_gradient = self._table_gradient(upstream, query_length, key_length)
+                return ops.cast(table_gradient, embeddings.dtype)
+
+            per_distance = ops.transpose(ops.take(embeddings, buckets, axis=0))  # [h, q + k - 1]
+            period = query_length + key_length
+            per_distance = ops.pad(per_distance, [[0, 0], [0, 1]])  # [h, period]
+            # Rows of period - 1 values cut from the periodic sequence start one
+            # distance earlier each: row i starts at t = q - 1 - i.
+            tiled = ops.tile(per_distance, [1, query_length + 1])  # [h, (q + 1) * period]
+            skewed = ops.slice(tiled, [0, query_length - 1],
+                               [self.num_heads, query_length * (period - 1)])
+            skewed = ops.reshape(skewed, [self.num_heads, query_length, period - 1])
+            return skewed[:, :, :key_length], gradient  # [h, q, k]
+
+        return toeplitz(ops.copy(self.embeddings))[None]  # [1, h, q, k]; a tensor, not the variable
+
+    def _buckets(self, relative_position):
+        return _relative_position_bucket(
+            relative_position, self.bidirectional, self.num_buckets, self.max_distance
         )
-        per_distance = ops.transpose(ops.take(self.embeddings, buckets, axis=0))  # [h, q + k - 1]
-        period = query_length + key_length
-        per_distance = ops.pad(per_distance, [[0, 0], [0, 1]])  # [h, period]
-        # Rows of period - 1 values cut from the periodic sequence start one
-        # distance earlier each: row i starts at t = q - 1 - i.
-        tiled = ops.tile(per_distance, [1, query_length + 1])  # [h, (q + 1) * period]
-        skewed = ops.slice(tiled, [0, query_length - 1],
-                           [self.num_heads, query_length * (period - 1)])
-        skewed = ops.reshape(skewed, [self.num_heads, query_length, period - 1])
-        return skewed[None, :, :, :key_length]  # [1, h, q, k]
+
+    def _table_gradient(self, upstream, query_length, key_length):
+        """The gradient of the table `[num_buckets, h]` from that of the bias `[h, q, k]`.
+
+        Every distance `d = key - query` with `|d| >= max_distance` falls in
+        one bucket per sign, so only the band `|d| < max_distance` needs
+        per-distance sums: a gather of `[h, q, 2 max_distance - 1]` values (or less
+        for short inputs). The pairs past the band, after and before the
+        query, are two sums: one `[h, q * k] x [q * k, 2]` matrix product.
+        """
+        upstream = ops.cast(upstream, "float32")  # [h, q, k]
+        if isinstance(query_length, int) and isinstance(key_length, int):
+            half = min(self.max_distance, max(query_length, key_length))  # static, as JAX needs
+        else:  # lengths known only when the graph runs (TensorFlow)
+            half = ops.minimum(self.max_distance, ops.maximum(query_length, key_length))
+        band = ops.arange(1 - half, half, dtype="int32")  # [w]: the band's distances
+        query_index = ops.arange(query_length, dtype="int32")  # [q]
+        # key column of query i at distance d (queries end-aligned): i + d + k - q
+        columns = query_index[:, None] + band[None, :] + (key_length - query_length)  # [q, w]
+        inside = ops.logical_and(columns >= 0, columns < key_length)
+        # one gather from the flattened gradient (cheaper than take_along_axis
+        # on TensorFlow's CPU kernels); int64 unless h * q * k is known to fit int32
+        index_dtype = "int64"
+        if isinstance(half, int) and self.num_heads * query_length * key_length < 2**31:
+            index_dtype = "int32"
+        pair_index = (ops.cast(query_index, index_dtype) * ops.cast(key_length, index_dtype))[
+            :, None] + ops.cast(ops.clip(columns, 0, key_length - 1), index_dtype)  # [q, w]
+        head_offset = (ops.arange(self.num_heads, dtype=index_dtype)
+                       * ops.cast(query_length, index_dtype)
+                       * ops.cast(key_length, index_dtype))  # [h]
+        gathered = ops.take(ops.reshape(upstream, [-1]),
+                            head_offset[:, None, None] + pair_index[None])  # [h, q, w]
+        band_sums = ops.sum(ops.where(inside[None], gathered, 0.0), axis=1)  # [h, w]
+        distance = (ops.arange(key_length, dtype="int32")[None, :]
+                    - query_index[:, None] - (key_length - query_length))  # [q, k]
+        regions = ops.stack([distance >= self.max_distance, distance <= -self.max_distance], axis=-1)
+        past_band = ops.matmul(
+            ops.reshape(upstream, [self.num_heads, -1]),  # [h, q * k]
+            ops.reshape(ops.cast(regions, "float32"), [-1, 2]),  # [q * k, 2]
+        )  # [h, 2]: the sums after and before the band
+        values = ops.concatenate([band_sums, past_band], axis=1)  # [h, w + 2]
+        buckets = self._buckets(ops.concatenate(
+            [band, ops.array([self.max_distance, -self.max_distance], "int32")], axis=0))
+        # [num_buckets, w + 2] x [w + 2, h]: each value into its bucket
+        return ops.matmul(ops.transpose(ops.one_hot(buckets, self.num_buckets)),
+                          ops.transpose(values))
 
     def bias_at(self, query_positions, key_positions):
         """The bias `[1, num_heads, q, k]` of queries at `query_positions`
@@ -176,9 +236,7 @@ class RelativePositionBias(AttentionBias):
         relative_position = ops.cast(key_positions, "int32")[None, :] - ops.cast(
             query_positions, "int32"
         )[:, None]  # [q, k]
-        buckets = _relative_position_bucket(
-            relative_position, self.bidirectional, self.num_buckets, self.max_distance
-        )
+        buckets = self._buckets(relative_position)
         values = ops.take(self.embeddings, buckets, axis=0)  # [q, k, h]
         return ops.transpose(values, (2, 0, 1))[None]  # [1, h, q, k]
 

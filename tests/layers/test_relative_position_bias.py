@@ -179,12 +179,15 @@ def test_registered_name():
 
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_toeplitz_bias_equals_the_pairwise_lookup_and_its_gradient(bidirectional):
-    # `bias` lays one lookup per distance out by a skewed reshape; `bias_at`
-    # looks every (query, key) pair up. Same values, same gradient.
+    # `bias` lays one lookup per distance out by a skewed reshape, its gradient
+    # sums the band |d| < max_distance per distance and the rest per side
+    # (`_table_gradient`); `bias_at` looks every (query, key) pair up and
+    # differentiates the gather. Same values; the same gradient up to float32
+    # summation order (the last buckets sum hundreds of terms).
     layer = RelativePositionBias(3, bidirectional=bidirectional, max_distance=20)
     layer.build()
     layer.embeddings.assign(np.random.default_rng(0).normal(size=(32, 3)).astype("float32"))
-    for q, k in [(1, 1), (1, 9), (4, 4), (3, 11), (11, 3), (40, 40)]:
+    for q, k in [(1, 1), (1, 9), (4, 4), (3, 11), (11, 3), (40, 40), (5, 60), (60, 5)]:
         weights = tf.constant(np.random.default_rng(q * k).normal(size=(1, 3, q, k)), tf.float32)
         gradients = []
         for make, lengths in ((layer.bias, (q, k)),
@@ -196,4 +199,25 @@ def test_toeplitz_bias_equals_the_pairwise_lookup_and_its_gradient(bidirectional
             gradients.append((bias.numpy(), gradient.numpy()))
         (toeplitz, toeplitz_gradient), (pairwise, pairwise_gradient) = gradients
         np.testing.assert_array_equal(toeplitz, pairwise, err_msg=f"{q}x{k}")
-        np.testing.assert_allclose(toeplitz_gradient, pairwise_gradient, atol=1e-5)
+        np.testing.assert_allclose(toeplitz_gradient, pairwise_gradient, rtol=1e-5, atol=1e-5,
+                                   err_msg=f"{q}x{k}")
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_table_gradient_with_lengths_known_only_when_run(jit_compile):
+    # Dynamic lengths take the int64 gather index and a band width computed in
+    # the graph; the gradient is the eager one, XLA or not.
+    layer = RelativePositionBias(3, bidirectional=False, max_distance=20)
+    layer.build()
+    layer.embeddings.assign(np.random.default_rng(0).normal(size=(32, 3)).astype("float32"))
+    weights = tf.constant(np.random.default_rng(1).normal(size=(2, 3, 37, 50)), tf.float32)
+
+    def table_gradient(scores):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(scores) * weights)
+        return tape.gradient(loss, layer.embeddings)
+
+    scores = tf.zeros((2, 3, 37, 50))
+    dynamic = tf.function(table_gradient, jit_compile=jit_compile,
+                          input_signature=[tf.TensorSpec([None, 3, None, None], tf.float32)])
+    np.testing.assert_allclose(dynamic(scores), table_gradient(scores), rtol=1e-5, atol=1e-5)
