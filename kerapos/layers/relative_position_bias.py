@@ -194,7 +194,8 @@ class RelativePositionBias(AttentionBias):
         query, are two sums: one `[h, q * k] x [q * k, 2]` matrix product.
         """
         upstream = ops.cast(upstream, "float32")  # [h, q, k]
-        if isinstance(query_length, int) and isinstance(key_length, int):
+        static_lengths = isinstance(query_length, int) and isinstance(key_length, int)
+        if static_lengths:
             half = min(self.max_distance, max(query_length, key_length))  # static, as JAX needs
         else:  # lengths known only when the graph runs (TensorFlow)
             half = ops.minimum(self.max_distance, ops.maximum(query_length, key_length))
@@ -206,7 +207,7 @@ class RelativePositionBias(AttentionBias):
         # one gather from the flattened gradient (cheaper than take_along_axis
         # on TensorFlow's CPU kernels); int64 unless h * q * k is known to fit int32
         index_dtype = "int64"
-        if isinstance(half, int) and self.num_heads * query_length * key_length < 2**31:
+        if static_lengths and self.num_heads * query_length * key_length < 2**31:
             index_dtype = "int32"
         pair_index = (ops.cast(query_index, index_dtype) * ops.cast(key_length, index_dtype))[
             :, None] + ops.cast(ops.clip(columns, 0, key_length - 1), index_dtype)  # [q, w]

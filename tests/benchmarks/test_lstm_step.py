@@ -2,6 +2,9 @@
 
 import json
 
+import keras
+import numpy as np
+import tensorflow as tf
 from helpers import run_python
 
 from kerapos.benchmarks import lstm_step
@@ -32,10 +35,6 @@ def test_smoke_run_writes_every_candidate(tmp_path):
 def test_projected_input_lstm_is_keras_lstm():
     """The `projected_input` lever computes Keras' LSTM: same outputs and gradients
     with the same weights, on right-padded rows (masked steps carry the state)."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
     rng = np.random.default_rng(0)
     inputs = tf.constant(rng.normal(size=(3, 7, 5)).astype("float32"))
     mask = tf.sequence_mask([7, 4, 1], 7)
