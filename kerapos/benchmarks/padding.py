@@ -35,6 +35,7 @@ CANDIDATES = {
     "trainer": text_pipeline.BUCKET_BOUNDARIES,
     "every_32": _every(32, 512),
     "every_16": _every(16, 512),
+    "every_8": _every(8, 512),
     "none": (),
 }
 
@@ -45,7 +46,8 @@ def define_flags():
     flags.DEFINE_integer("vocab_size", 10000, "Vocabulary learned from the training split.",
                          lower_bound=3)
     flags.DEFINE_integer("max_length", 512, "Training length in tokens.", lower_bound=1)
-    flags.DEFINE_integer("batch_size", 32, "Training batch size.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 32, "Training batch size (the main job's).",
+                         lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Shuffle seed (the trainer's --seed).")
 
 
@@ -69,6 +71,19 @@ def padding(token_ids, labels, batch_size, max_length, bucket_boundaries, seed=0
             "padded_per_real": padded / max(real, 1)}
 
 
+def _shown(bounds):
+    """'16, 32, ..., 512, 768' for a long evenly spaced start, else every boundary."""
+    if not bounds:
+        return "(one bucket)"
+    even = 1  # bounds[:even + 1] are evenly spaced
+    while even + 1 < len(bounds) and (
+            bounds[even + 1] - bounds[even] == bounds[1] - bounds[0]):
+        even += 1
+    if even < 4:
+        return ", ".join(map(str, bounds))
+    return ", ".join(map(str, [bounds[0], bounds[1], "...", *bounds[even:]]))
+
+
 def markdown(rows, settings):
     lines = [
         f"Padding of one training epoch: {settings['dataset']} training split, "
@@ -80,10 +95,7 @@ def markdown(rows, settings):
         "|---|---|---:|---:|",
     ]
     for row in rows:
-        bounds = row["boundaries"]
-        shown = ", ".join(map(str, bounds)) if len(bounds) <= 12 else (
-            f"{bounds[0]}, {bounds[1]}, ..., {bounds[-1]}")
-        lines.append(f"| {row['buckets']} | {shown or '(one bucket)'} | {row['batches']} | "
+        lines.append(f"| {row['buckets']} | {_shown(row['boundaries'])} | {row['batches']} | "
                      f"{row['padded_per_real']:.3f} |")
     return "\n".join(lines) + "\n"
 

@@ -55,4 +55,10 @@ def test_run_on_the_fixture_writes_every_candidate(tmp_path):
     assert all(row["padded_per_real"] >= 1.0 for row in rows.values())
     # One bucket pads at least as much as any finer grid.
     assert rows["none"]["padded_tokens"] >= rows["every_32"]["padded_tokens"]
-    assert "| every_16 |" in (tmp_path / "results.md").read_text()
+    assert "| every_8 |" in (tmp_path / "results.md").read_text()
+
+
+def test_long_evenly_spaced_boundaries_are_shown_compactly():
+    assert padding._shown(()) == "(one bucket)"
+    assert padding._shown((32, 64, 96, 128, 192)) == "32, 64, 96, 128, 192"
+    assert padding._shown((16, 32, 48, 64, 80, 768, 1024)) == "16, 32, ..., 80, 768, 1024"
