@@ -16,6 +16,11 @@ interleaved rounds in one process:
   step taken out of the recurrence (`ProjectedInputLSTM`: one
   `[batch * seq, E] x [E, 4U]` matmul before the loop, which then adds only
   `h U`), the lever the speed issue proposed;
+* `double_batch`: the same step on twice the batch (the main job's 64),
+  timed per `batch` reviews (half its step time), so that it compares
+  with the others review for review;
+* `half_embedding`: the same model with an embedding (and positions) half
+  as wide (64), a quarter fewer LSTM FLOP;
 * `lstm_only`: Keras' LSTM layer alone, forward and backward: what the
   recurrence costs without the embedding, head and optimizer.
 
@@ -24,9 +29,10 @@ equals Keras' LSTM, but in TF 2.21 its registered gradient disagrees with
 finite differences and it was 1.6x slower than Keras' loop, so it is not a
 candidate.)
 
-Each step's work is 3 x 2 x 4 gates x (128 + 128) x 128 FLOP per token (the
-LSTM's matmuls, forward and backward); its speed is reported as a share of
-the machine's measured float32 matmul peak. Writes results.json and
+Each step's work is 3 x 2 x 4 gates x (E + U) x U FLOP per token (the
+LSTM's matmuls, forward and backward; E = U = 128, E = 64 for
+`half_embedding`); its speed is reported as a share of the machine's
+measured float32 matmul peak. Writes results.json and
 results.md; `--smoke` shrinks everything for the test suite.
 """
 
@@ -47,13 +53,14 @@ from kerapos.training import runtime
 from kerapos.utils import atomic
 
 FLAGS = flags.FLAGS
-CANDIDATES = ("keras", "keras_xla", "keras_bf16", "projected_input", "lstm_only")
+CANDIDATES = ("keras", "keras_xla", "keras_bf16", "projected_input", "double_batch",
+              "half_embedding", "lstm_only")
 
 
 def define_flags():
     flags.DEFINE_string("output_dir", "benchmarks/lstm_step", "Where results.json/results.md go.")
     flags.DEFINE_list("lengths", ["256", "512"], "Tokens per review of the timed batches.")
-    flags.DEFINE_integer("rounds", 7, "Interleaved rounds, each one step per candidate.",
+    flags.DEFINE_integer("rounds", 15, "Interleaved rounds, each one step per candidate.",
                          lower_bound=1)
     flags.DEFINE_bool("smoke", False, "Tiny sizes (the test suite's smoke run).")
 
@@ -93,10 +100,12 @@ def _with_projected_input_lstm(layer):
     return type(layer).from_config(config)
 
 
-def _model_step(batch, length, sizes, jit_compile, policy, projected_input=False):
+def _model_step(batch, length, sizes, jit_compile=False, policy="none", projected_input=False,
+                embedding_dim=None):
     with runtime.dtype_policy(policy):
         keras.utils.set_random_seed(0)
-        model = build_lstm_classifier(sizes["vocab"], 2, embedding_dim=sizes["width"],
+        model = build_lstm_classifier(sizes["vocab"], 2,
+                                      embedding_dim=embedding_dim or sizes["width"],
                                       lstm_units=sizes["width"], dropout=0.3, word_dropout=0.3)
         if projected_input:
             model = keras.models.clone_model(model, clone_function=_with_projected_input_lstm)
@@ -130,21 +139,26 @@ def measure(lengths, rounds, batch=32, sizes=None):
     peak = runtime.machine()["matmul_gflops"]
     rows = []
     for length in lengths:
+        width = sizes["width"]
         steps = {
-            "keras": _model_step(batch, length, sizes, False, "none"),
-            "keras_xla": _model_step(batch, length, sizes, True, "none"),
-            "keras_bf16": _model_step(batch, length, sizes, False, "mixed_bfloat16"),
-            "projected_input": _model_step(batch, length, sizes, False, "none",
-                                           projected_input=True),
+            "keras": _model_step(batch, length, sizes),
+            "keras_xla": _model_step(batch, length, sizes, jit_compile=True),
+            "keras_bf16": _model_step(batch, length, sizes, policy="mixed_bfloat16"),
+            "projected_input": _model_step(batch, length, sizes, projected_input=True),
+            "double_batch": _model_step(2 * batch, length, sizes),
+            "half_embedding": _model_step(batch, length, sizes, embedding_dim=width // 2),
+            "lstm_only": _recurrence_step(batch, length, width),
         }
-        steps["lstm_only"] = _recurrence_step(batch, length, sizes["width"])
         times = rounds_lib.time_rounds(steps, rounds)
-        flops = batch * length * lstm_flops_per_token(sizes["width"], sizes["width"])
+        times["double_batch"] = [seconds / 2 for seconds in times["double_batch"]]  # per batch
         for name in CANDIDATES:
+            embedding_dim = width // 2 if name == "half_embedding" else width
+            flops = batch * length * lstm_flops_per_token(embedding_dim, width)
             timed = rounds_lib.against(times[name], times["keras"])
             gflops = flops / (timed["median_ms"] / 1000) / 1e9
             rows.append({
-                "length": length, "batch": batch, "candidate": name,
+                "length": length, "batch": batch, "embedding_dim": embedding_dim,
+                "candidate": name,
                 "median_ms": timed["median_ms"], "ratio_to_keras": timed["ratio"],
                 "ratio_q25": timed["ratio_q25"], "ratio_q75": timed["ratio_q75"],
                 "lstm_gflops": gflops, "share_of_peak": gflops / peak,
@@ -158,7 +172,8 @@ def markdown(rows, rounds, machine):
         f"interleaved rounds; ratio = candidate / `keras` within a round, median (IQR). "
         f"Machine: {machine['device']}, float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s; "
         "share of peak = the LSTM's matmul FLOP (3 x 2 x 4 x (E + U) x U per token) / time "
-        "/ peak. `lstm_only` times the LSTM layer alone.",
+        "/ peak. `double_batch` is timed per batch of the others (half its step); "
+        "`lstm_only` times the LSTM layer alone.",
         "",
         "| tokens | candidate | ms | ratio to keras (IQR) | LSTM GFLOP/s | share of peak |",
         "|---:|---|---:|---:|---:|---:|",
