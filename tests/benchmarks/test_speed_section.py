@@ -13,8 +13,8 @@ def test_readme_speed_section_is_generated_from_the_records():
 
 
 def test_a_changed_record_changes_the_section(tmp_path):
-    for path in (speed.MAIN_JOB, speed.LSTM_STEP, speed.LAYERS, speed.LM_TRAINING,
-                 speed.GENERATION):
+    for path in (speed.MAIN_JOB, speed.LSTM_STEP, speed.PADDING, speed.THREADS, speed.LAYERS,
+                 speed.LM_TRAINING, speed.GENERATION):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(speed.ROOT / path, tmp_path / path)
     record = json.loads((tmp_path / speed.MAIN_JOB).read_text())
