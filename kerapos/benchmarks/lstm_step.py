@@ -16,8 +16,8 @@ interleaved rounds in one process:
   step taken out of the recurrence (`ProjectedInputLSTM`: one
   `[batch * seq, E] x [E, 4U]` matmul before the loop, which then adds only
   `h U`), the lever the speed issue proposed;
-* `double_batch`: the same step on twice the batch (the main job's 64),
-  timed per `batch` reviews (half its step time), so that it compares
+* `double_batch`: the same step on twice the batch (64), timed per
+  `batch` reviews (half its step time), so that it compares
   with the others review for review;
 * `half_embedding`: the same model with an embedding (and positions) half
   as wide (64), a quarter fewer LSTM FLOP;
@@ -100,8 +100,15 @@ def _with_projected_input_lstm(layer):
     return type(layer).from_config(config)
 
 
-def _model_step(batch, length, sizes, jit_compile=False, policy="none", projected_input=False,
-                embedding_dim=None):
+def sizes(smoke=False):
+    """`(batch, {"vocab", "width"})` of the timed steps: the main job's, or tiny ones."""
+    return (4, {"vocab": 50, "width": 8}) if smoke else (32, {"vocab": 10_000, "width": 128})
+
+
+def model_step(batch, length, sizes, jit_compile=False, policy="none", projected_input=False,
+               embedding_dim=None):
+    """A callable taking one training step of the main job's classifier as the
+    trainer compiles it, on a fixed random `[batch, length]` batch."""
     with runtime.dtype_policy(policy):
         keras.utils.set_random_seed(0)
         model = build_lstm_classifier(sizes["vocab"], 2,
@@ -132,21 +139,21 @@ def _recurrence_step(batch, length, width):
     return lambda: [gradient.numpy() for gradient in step()]
 
 
-def measure(lengths, rounds, batch=32, sizes=None):
+def measure(lengths, rounds, smoke=False):
     """Rows `{length, candidate, median_ms, ratio_to_keras (median, q25, q75),
     share_of_peak}`; ratios are taken within each round."""
-    sizes = sizes or {"vocab": 10_000, "width": 128}
+    batch, model_sizes = sizes(smoke)
+    width = model_sizes["width"]
     peak = runtime.machine()["matmul_gflops"]
     rows = []
     for length in lengths:
-        width = sizes["width"]
         steps = {
-            "keras": _model_step(batch, length, sizes),
-            "keras_xla": _model_step(batch, length, sizes, jit_compile=True),
-            "keras_bf16": _model_step(batch, length, sizes, policy="mixed_bfloat16"),
-            "projected_input": _model_step(batch, length, sizes, projected_input=True),
-            "double_batch": _model_step(2 * batch, length, sizes),
-            "half_embedding": _model_step(batch, length, sizes, embedding_dim=width // 2),
+            "keras": model_step(batch, length, model_sizes),
+            "keras_xla": model_step(batch, length, model_sizes, jit_compile=True),
+            "keras_bf16": model_step(batch, length, model_sizes, policy="mixed_bfloat16"),
+            "projected_input": model_step(batch, length, model_sizes, projected_input=True),
+            "double_batch": model_step(2 * batch, length, model_sizes),
+            "half_embedding": model_step(batch, length, model_sizes, embedding_dim=width // 2),
             "lstm_only": _recurrence_step(batch, length, width),
         }
         times = rounds_lib.time_rounds(steps, rounds)
@@ -191,8 +198,7 @@ def main(argv):
     machine = dict(runtime.machine())
     print(f"{machine['device']}: float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s", flush=True)
     lengths = [int(n) for n in FLAGS.lengths]
-    batch, sizes = (4, {"vocab": 50, "width": 8}) if FLAGS.smoke else (32, None)
-    rows = measure(lengths, FLAGS.rounds, batch=batch, sizes=sizes)
+    rows = measure(lengths, FLAGS.rounds, smoke=FLAGS.smoke)
     output_dir = pathlib.Path(FLAGS.output_dir)
     payload = {"machine": machine, "rounds": FLAGS.rounds, "tensorflow": tf.__version__,
                "keras": keras.__version__, "rows": rows}

@@ -21,9 +21,11 @@ import subprocess
 import sys
 import time
 
+import tensorflow as tf
 from absl import app
 from absl import flags
 
+from kerapos.benchmarks import lstm_step
 from kerapos.benchmarks import rounds as rounds_lib
 from kerapos.training import runtime
 from kerapos.utils import atomic
@@ -52,23 +54,16 @@ def define_flags():
                         "its median step in seconds as JSON.")
 
 
-def _sizes(smoke):
-    return (4, {"vocab": 50, "width": 8}) if smoke else (32, {"vocab": 10_000, "width": 128})
-
-
 def worker(intra, inter, length, steps, smoke):
     """`{seconds, intra, inter}`: the median seconds of `steps` training steps under
-    these pool sizes (0 = default), and the sizes TensorFlow reports it ran with."""
-    import tensorflow as tf
-
+    these pool sizes (0 = default), and the sizes TensorFlow reports it ran with.
+    Must run before TensorFlow executes anything in this process."""
     if intra:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
-    from kerapos.benchmarks.lstm_step import _model_step
-
-    batch, sizes = _sizes(smoke)
-    step = _model_step(batch, length, sizes)
+    batch, model_sizes = lstm_step.sizes(smoke)
+    step = lstm_step.model_step(batch, length, model_sizes)
     for _ in range(2):  # trace and warm up
         step()
     seconds = []
@@ -139,7 +134,7 @@ def main(argv):
         return
     machine = dict(runtime.machine())
     rows = measure(FLAGS.length, FLAGS.steps, FLAGS.rounds, smoke=FLAGS.smoke)
-    used = {"batch": _sizes(FLAGS.smoke)[0], "length": FLAGS.length, "steps": FLAGS.steps,
+    used = {"batch": lstm_step.sizes(FLAGS.smoke)[0], "length": FLAGS.length, "steps": FLAGS.steps,
             "rounds": FLAGS.rounds}
     output_dir = pathlib.Path(FLAGS.output_dir)
     atomic.write_text(output_dir / "results.json",
